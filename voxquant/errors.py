@@ -1,0 +1,50 @@
+"""The one errors module of voxquant.
+
+Every error the library raises on purpose derives from :class:`VoxquantError`,
+so batch code can catch it per file, record it, and go on. Anything else that
+escapes is a bug.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VoxquantError(Exception):
+    """Base class of every error voxquant raises on purpose."""
+
+
+class ConfigError(VoxquantError, ValueError):
+    """An option or configuration value is invalid."""
+
+
+class DataNotFoundError(VoxquantError, FileNotFoundError):
+    """The shared audio folder (``VOXQUANT_DATA`` or ``../shared/data``) is absent."""
+
+
+class AudioDecodeError(VoxquantError):
+    """An audio file could not be decoded or holds unusable samples."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ModelImportError(VoxquantError):
+    """A model file is malformed or cannot be planned."""
+
+    def __init__(self, path: str | Path, node: str | None, reason: str):
+        self.path = str(path)
+        self.node = node
+        self.reason = reason
+        where = f" (node {node!r})" if node else ""
+        super().__init__(f"{self.path}{where}: {reason}")
+
+
+class UnsupportedOpError(ModelImportError):
+    """A model uses an operator the engine does not implement."""
+
+    def __init__(self, path: str | Path, node: str | None, op: str):
+        self.op = op
+        super().__init__(path, node, f"unsupported operator {op!r}")
