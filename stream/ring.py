@@ -1,0 +1,131 @@
+"""Preallocated buffers for streaming audio and features.
+
+Nothing here grows: every buffer is allocated once at construction and
+reused; callers append and consume, and the contents are compacted in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["SampleBuffer", "FrameRing", "to_float32_audio"]
+
+
+def to_float32_audio(chunk: np.ndarray) -> np.ndarray:
+    """View or convert audio samples to float32 in [-1, 1].
+
+    int16 is divided by 32768 and int32 by 2**31; float input is cast.
+    """
+    chunk = np.asarray(chunk)
+    if chunk.dtype == np.float32:
+        return chunk
+    if chunk.dtype == np.int16:
+        return chunk.astype(np.float32) * np.float32(1.0 / 32768.0)
+    if chunk.dtype == np.int32:
+        return (chunk.astype(np.float64) * (1.0 / 2147483648.0)).astype(np.float32)
+    return chunk.astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _shift_left(buf, start, stop):  # pragma: no cover - compiled
+    """Move buf[start:stop] to buf[0:stop-start] (forward copy, overlap-safe)."""
+    n = stop - start
+    for i in range(n):
+        buf[i] = buf[start + i]
+    return n
+
+
+class SampleBuffer:
+    """A linear sample buffer of fixed capacity, compacted on consume.
+
+    Frames are read as strided views of contiguous memory (no copy), which a
+    wrap-around ring cannot give; compaction moves at most one frame's worth
+    of samples per consume.
+    """
+
+    def __init__(self, capacity: int):
+        self._buf = np.zeros(int(capacity), dtype=np.float32)
+        self._size = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._buf.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self._size
+
+    def clear(self) -> None:
+        self._size = 0
+
+    def append(self, samples: np.ndarray) -> None:
+        """Copy ``samples`` (at most ``free`` of them) to the end."""
+        n = samples.shape[0]
+        if n > self.free:
+            raise ValueError(f"SampleBuffer overflow: {n} samples, {self.free} free")
+        if samples.dtype == np.int16:
+            end = self._size + n
+            np.multiply(samples, np.float32(1.0 / 32768.0), out=self._buf[self._size : end])
+        else:
+            self._buf[self._size : self._size + n] = samples
+        self._size += n
+
+    def frames(self, window: int, hop: int, n_frames: int) -> np.ndarray:
+        """Read-only strided view [n_frames, window] of the buffered samples."""
+        if n_frames and (n_frames - 1) * hop + window > self._size:
+            raise ValueError("not enough buffered samples for the requested frames")
+        return np.lib.stride_tricks.as_strided(
+            self._buf,
+            shape=(n_frames, window),
+            strides=(hop * self._buf.itemsize, self._buf.itemsize),
+            writeable=False,
+        )
+
+    def consume(self, n: int) -> None:
+        """Drop the first ``n`` samples, keeping the rest at the front."""
+        n = min(int(n), self._size)
+        self._size = _shift_left(self._buf, n, self._size)
+
+    def contents(self) -> np.ndarray:
+        """View of the buffered samples."""
+        return self._buf[: self._size]
+
+
+class FrameRing:
+    """The last ``capacity`` feature frames, oldest first on read.
+
+    Stored twice over (a mirrored ring) so the newest ``n`` frames are always
+    one contiguous view: no copy on read, no growth on write.
+    """
+
+    def __init__(self, capacity: int, n_features: int):
+        self.capacity = int(capacity)
+        self._data = np.zeros((2 * self.capacity, n_features), dtype=np.float32)
+        self._head = 0  # index of the next write in [0, capacity)
+        self.count = 0  # frames written since the last reset (saturates at no limit)
+
+    def reset(self, fill: float = 0.0) -> None:
+        self._data[:] = fill
+        self._head = 0
+        self.count = 0
+
+    def push(self, frames: np.ndarray) -> None:
+        """Append frames [n, n_features]; only the last ``capacity`` are kept."""
+        for row in frames[-self.capacity :] if frames.shape[0] > self.capacity else frames:
+            self._data[self._head] = row
+            self._data[self._head + self.capacity] = row
+            self._head = (self._head + 1) % self.capacity
+        self.count += frames.shape[0]
+
+    def latest(self, n: int | None = None) -> np.ndarray:
+        """Contiguous view of the newest ``n`` frames (default: all), oldest first."""
+        n = self.capacity if n is None else int(n)
+        if not 0 < n <= self.capacity:
+            raise ValueError(f"n must be in 1..{self.capacity}")
+        end = self._head + self.capacity
+        return self._data[end - n : end]

@@ -1,0 +1,174 @@
+"""Front end: streaming invariance, MLPerf parity, buffers that never grow."""
+
+from __future__ import annotations
+
+import csv
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voxquant.errors import ConfigError
+from voxquant.paths import shared_models_dir
+from voxquant.stream.frontend import (
+    StreamingFrontEnd,
+    compute_features,
+    get_frontend_config,
+)
+from voxquant.stream.ring import FrameRing, SampleBuffer
+
+RNG = np.random.default_rng(1234)
+# 3.7 s of noisy "speech-like" audio: tones, noise bursts, a DC offset, silence.
+_t = np.arange(int(3.7 * 16000)) / 16000.0
+AUDIO = (
+    0.3 * np.sin(2 * np.pi * 440 * _t) * (np.sin(2 * np.pi * 1.5 * _t) > 0)
+    + 0.05 * RNG.standard_normal(_t.size)
+    - 0.1
+).astype(np.float32)
+AUDIO[20000:24000] = 0.0
+
+
+def feed_in_chunks(config: str, audio: np.ndarray, sizes: list[int]) -> np.ndarray:
+    frontend = StreamingFrontEnd(config)
+    out, pos, i = [], 0, 0
+    while pos < audio.size:
+        size = sizes[i % len(sizes)]
+        out.append(frontend.push(audio[pos : pos + size]))
+        pos += size
+        i += 1
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("config", ["kws", "mlperf"])
+@pytest.mark.parametrize("chunk", [1, 7, 160, 319, 320, 321, 480, 1000, 16000, 100000])
+def test_chunked_features_equal_whole_recording_bit_for_bit(config, chunk):
+    cfg = get_frontend_config(config)
+    whole = StreamingFrontEnd(cfg).push(AUDIO)
+    chunked = feed_in_chunks(config, AUDIO, [chunk])
+    assert whole.shape == (cfg.frames_for(AUDIO.size), cfg.n_features)
+    assert chunked.dtype == np.float32
+    np.testing.assert_array_equal(chunked, whole)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=12))
+def test_any_chunking_gives_identical_features(sizes):
+    whole = StreamingFrontEnd("kws").push(AUDIO)
+    np.testing.assert_array_equal(feed_in_chunks("kws", AUDIO, sizes), whole)
+
+
+def test_int16_chunks_equal_float_audio():
+    pcm = (AUDIO * 20000).astype(np.int16)
+    as_float = pcm.astype(np.float32) / 32768.0
+    np.testing.assert_array_equal(
+        feed_in_chunks("kws", pcm, [333]), StreamingFrontEnd("kws").push(as_float)
+    )
+
+
+def test_frame_count_and_timing_follow_config():
+    cfg = get_frontend_config("kws")
+    assert cfg.hop_ms == 20.0 and cfg.window_ms == 30.0
+    assert compute_features(np.zeros(16000, np.float32), cfg).shape == (49, 40)
+    assert StreamingFrontEnd(cfg).push(np.zeros(479, np.float32)).shape == (0, 40)
+    mfcc = compute_features(np.zeros(8000, np.float32) + 0.1, "mlperf")
+    assert mfcc.shape == (49, 10)  # clip front end pads to 1 s
+
+
+def test_reset_starts_a_new_recording():
+    frontend = StreamingFrontEnd("kws")
+    first = frontend.push(AUDIO[:8000])
+    frontend.push(RNG.standard_normal(1234).astype(np.float32))
+    frontend.reset()
+    np.testing.assert_array_equal(frontend.push(AUDIO[:8000]), first)
+
+
+def test_unknown_config_and_bad_chunks_are_clear_errors():
+    with pytest.raises(ConfigError, match="unknown front end"):
+        get_frontend_config("nope")
+    with pytest.raises(ConfigError, match="1-D"):
+        StreamingFrontEnd("kws").push(np.zeros((10, 2), np.float32))
+
+
+def test_push_into_allocates_nothing_in_steady_state():
+    frontend = StreamingFrontEnd("kws")
+    out = np.empty((64, 40), np.float32)
+    chunk = AUDIO[:1600]
+    for _ in range(20):  # warm up: compile and caches
+        frontend.push_into(chunk, out)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for _ in range(500):
+        frontend.push_into(chunk, out)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename") if s.size_diff > 0)
+    assert grown < 4096, f"front end grew by {grown} bytes over 500 chunks"
+
+
+def test_sample_buffer_compacts_in_place():
+    buf = SampleBuffer(10)
+    buf.append(np.arange(8, dtype=np.float32))
+    frames = buf.frames(4, 2, 3)
+    np.testing.assert_array_equal(frames[2], [4, 5, 6, 7])
+    buf.consume(6)
+    np.testing.assert_array_equal(buf.contents(), [6, 7])
+    with pytest.raises(ValueError, match="overflow"):
+        buf.append(np.zeros(9, np.float32))
+
+
+def test_frame_ring_returns_newest_frames_contiguously():
+    ring = FrameRing(4, 2)
+    for i in range(6):
+        ring.push(np.full((1, 2), i, np.float32))
+    latest = ring.latest()
+    assert latest.flags.c_contiguous
+    np.testing.assert_array_equal(latest[:, 0], [2, 3, 4, 5])
+    ring.push(np.arange(20, dtype=np.float32).reshape(10, 2))
+    np.testing.assert_array_equal(ring.latest(2)[:, 0], [16, 18])
+
+
+# --- parity with the TensorFlow-computed MLPerf reference features -----------------------------
+
+
+def _reference_dir():
+    models = shared_models_dir(required=False)
+    ref = models / "mlperf_tiny_kws" / "reference" if models else None
+    if ref is None or not (ref / "features.npy").is_file():
+        pytest.skip("MLPerf reference data not found (../shared/models/mlperf_tiny_kws/reference)")
+    return ref
+
+
+def _reference_clip(data_dir, row: dict) -> np.ndarray:
+    path = data_dir / row["path"]
+    offset = int(row["offset_samples"])
+    pcm, _ = sf.read(path, dtype="int16", start=offset, frames=int(row["num_samples"]))
+    return pcm
+
+
+def test_mlperf_features_match_tensorflow_reference():
+    ref = _reference_dir()
+    data_dir = ref.parent.parent.parent / "data"
+    expected = np.load(ref / "features.npy")[:, :, :, 0]
+    with open(ref / "clips.tsv") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    worst = 0.0
+    for row in rows:
+        got = compute_features(_reference_clip(data_dir, row), "mlperf")
+        worst = max(worst, float(np.abs(got - expected[int(row["row"])]).max()))
+    assert worst < 1e-3, f"max abs difference {worst} vs TensorFlow features"
+
+
+def test_mlperf_stages_match_tensorflow_constants():
+    ref = _reference_dir()
+    from voxquant.stream.frontend import _dct_matrix, _hann_periodic, _tf_mel_matrix
+
+    stages = np.load(ref / "stages.npz")
+    cfg = get_frontend_config("mlperf")
+    np.testing.assert_allclose(_hann_periodic(480), stages["hann_window"], atol=1e-6)
+    np.testing.assert_allclose(_tf_mel_matrix(cfg), stages["mel_weight_matrix"], atol=1e-5)
+    np.testing.assert_allclose(
+        _dct_matrix(40, 10), stages["mfcc_dct_matrix"][:, :10], atol=1e-6
+    )
