@@ -1,0 +1,91 @@
+"""Posterior smoothing, per-keyword thresholds and a refractory period.
+
+One utterance should give one detection: posteriors are averaged over the last
+``smoothing_windows`` model runs, a keyword fires when its smoothed score
+crosses its threshold, and it cannot fire again (nor can any other keyword)
+until ``refractory_s`` has passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["PosteriorDetector"]
+
+NON_KEYWORDS = ("_silence_", "_unknown_")
+
+
+class PosteriorDetector:
+    """Turn per-window class posteriors into keyword events.
+
+    Parameters
+    ----------
+    labels : sequence of str
+        Class names in the model's output order.
+    threshold : float or mapping
+        Smoothed score a keyword must reach; a mapping gives per-keyword values
+        (missing keywords use ``default_threshold``).
+    smoothing_windows : int
+        Number of most recent posterior vectors averaged.
+    refractory_s : float
+        Quiet time after a detection.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        *,
+        threshold: float | Mapping[str, float] = 0.8,
+        default_threshold: float = 0.8,
+        smoothing_windows: int = 3,
+        refractory_s: float = 1.0,
+    ):
+        self.labels = tuple(labels)
+        n = len(self.labels)
+        if isinstance(threshold, Mapping):
+            unknown = set(threshold) - set(self.labels)
+            if unknown:
+                from voxquant.errors import ConfigError
+
+                raise ConfigError(f"thresholds for unknown keywords: {sorted(unknown)}")
+            values = [float(threshold.get(lab, default_threshold)) for lab in self.labels]
+        else:
+            values = [float(threshold)] * n
+        self.thresholds = np.asarray(values)
+        self.is_keyword = np.array([lab not in NON_KEYWORDS for lab in self.labels])
+        self.smoothing_windows = max(1, int(smoothing_windows))
+        self.refractory_s = float(refractory_s)
+        self._history = np.zeros((self.smoothing_windows, n))
+        self.smoothed = np.zeros(n)
+        self.reset()
+
+    def reset(self) -> None:
+        self._history[:] = 0.0
+        self._count = 0
+        self._next_allowed_s = -np.inf
+
+    def clear_history(self) -> None:
+        """Forget recent posteriors (e.g. after the gate closed)."""
+        self._history[:] = 0.0
+        self._count = 0
+
+    def update(self, probs: np.ndarray, time_s: float) -> int | None:
+        """Feed one window's posteriors at stream time ``time_s``.
+
+        Returns the index of the keyword that fired, or None.
+        """
+        self._history[self._count % self.smoothing_windows] = probs
+        self._count += 1
+        k = min(self._count, self.smoothing_windows)
+        np.mean(self._history[:k] if self._count < self.smoothing_windows else self._history,
+                axis=0, out=self.smoothed)
+        if time_s < self._next_allowed_s:
+            return None
+        scores = np.where(self.is_keyword, self.smoothed, -1.0)
+        best = int(np.argmax(scores))
+        if scores[best] >= self.thresholds[best]:
+            self._next_allowed_s = time_s + self.refractory_s
+            return best
+        return None

@@ -1,0 +1,122 @@
+"""Noise-floor and SNR estimation, and the energy gate.
+
+Works on one number per hop: the frame's energy in dBFS (mean square of the
+hop's samples relative to a full-scale sine). The noise floor is a slow
+percentile-style tracker (minimum statistics: falls fast to a new minimum,
+rises slowly), the speech level a fast-attack, slow-release peak tracker; the
+SNR estimate is their difference. Both are cheap enough to run on every hop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["NoiseEstimate", "NoiseTracker", "EnergyGate", "frame_energy_dbfs"]
+
+_FLOOR_DBFS = -100.0
+
+
+def frame_energy_dbfs(samples: np.ndarray) -> float:
+    """Mean-square energy of ``samples`` in dB relative to full scale (floored at -100)."""
+    if samples.size == 0:
+        return _FLOOR_DBFS
+    x = samples.astype(np.float64, copy=False)
+    ms = float(np.dot(x, x)) / x.size
+    return max(_FLOOR_DBFS, 10.0 * np.log10(ms + 1e-12) + 3.0103)
+
+
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """What the tracker believes after a hop."""
+
+    energy_dbfs: float
+    noise_floor_dbfs: float
+    speech_level_dbfs: float
+
+    @property
+    def snr_db(self) -> float:
+        return self.speech_level_dbfs - self.noise_floor_dbfs
+
+
+class NoiseTracker:
+    """Running noise floor, speech level and SNR from per-hop energies.
+
+    Parameters
+    ----------
+    hop_s : float
+        Seconds between updates.
+    floor_rise_db_per_s : float
+        How fast the floor may rise when the room gets louder (slow, so
+        speech does not lift it; 3 dB/s reaches a 20 dB louder room in ~7 s).
+    floor_fall_tau_s : float
+        Time constant of the fall towards a lower energy (fast).
+    speech_release_db_per_s : float
+        Decay of the speech-level peak tracker.
+    nominal_speech_dbfs : float
+        Speech level assumed before any speech is heard, and the lowest the
+        speech level is allowed to decay to (a typical close-talk level).
+    """
+
+    def __init__(
+        self,
+        *,
+        hop_s: float = 0.02,
+        floor_rise_db_per_s: float = 3.0,
+        floor_fall_tau_s: float = 0.1,
+        speech_release_db_per_s: float = 1.0,
+        nominal_speech_dbfs: float = -26.0,
+    ):
+        self.hop_s = hop_s
+        self.rise_db = floor_rise_db_per_s * hop_s
+        self.fall_alpha = 1.0 - np.exp(-hop_s / floor_fall_tau_s)
+        self.release_db = speech_release_db_per_s * hop_s
+        self.nominal_speech_dbfs = nominal_speech_dbfs
+        self.reset()
+
+    def reset(self) -> None:
+        self.noise_floor_dbfs: float | None = None
+        self.speech_level_dbfs = self.nominal_speech_dbfs
+
+    def update(self, energy_dbfs: float) -> NoiseEstimate:
+        """Feed one hop's energy; return the new estimate."""
+        floor = self.noise_floor_dbfs
+        if floor is None:
+            floor = energy_dbfs
+        elif energy_dbfs < floor:
+            floor += self.fall_alpha * (energy_dbfs - floor)
+        else:
+            floor = min(energy_dbfs, floor + self.rise_db)
+        self.noise_floor_dbfs = floor
+        level = max(self.speech_level_dbfs - self.release_db, self.nominal_speech_dbfs)
+        self.speech_level_dbfs = max(level, energy_dbfs)
+        return NoiseEstimate(energy_dbfs, floor, self.speech_level_dbfs)
+
+
+class EnergyGate:
+    """Open while the energy stands above the noise floor, with a hang-over.
+
+    The model only needs to run while something louder than the stationary
+    background is in its window: the gate opens when a hop's energy exceeds
+    the floor by ``open_db`` and stays open ``hangover_s`` after the last such
+    hop (at least one model window, so a keyword's whole window is scored).
+    Features keep flowing while the gate is shut, so a keyword's onset is in
+    the model's window when the gate opens.
+    """
+
+    def __init__(self, *, hop_s: float = 0.02, open_db: float = 6.0, hangover_s: float = 1.2):
+        self.open_db = open_db
+        self.hangover_hops = max(1, int(round(hangover_s / hop_s)))
+        self.reset()
+
+    def reset(self) -> None:
+        self._remaining = 0
+
+    def update(self, estimate: NoiseEstimate) -> bool:
+        """Return True when the model should run for this hop."""
+        if estimate.energy_dbfs > estimate.noise_floor_dbfs + self.open_db:
+            self._remaining = self.hangover_hops
+        elif self._remaining > 0:
+            self._remaining -= 1
+        return self._remaining > 0
