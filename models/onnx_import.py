@@ -154,7 +154,8 @@ def _passthrough(ctx: _Ctx, node, out: _Info) -> None:
 def _fuse_clamp(ctx: _Ctx, node, lo: float, hi: float) -> None:
     idx = ctx.fusable_layer(node, node.input[0])
     if idx is None or ctx.layers[idx].kind not in (CONV, ADD):
-        raise ctx.fail(node, "activation can only be fused into a Conv/Gemm/Add with no other consumer")
+        raise ctx.fail(node, "activation can only be fused into a Conv/Gemm/Add "
+                       "with no other consumer")
     layer = ctx.layers[idx]
     ctx.layers[idx] = dataclasses.replace(
         layer, act_min=max(layer.act_min, lo), act_max=min(layer.act_max, hi)
@@ -288,7 +289,8 @@ def _imp_add(ctx: _Ctx, node) -> None:
         idx = ctx.fusable_layer(node, name)
         layer = ctx.layers[idx] if idx is not None else None
         if layer is None or layer.kind != CONV or np.isfinite([layer.act_min, layer.act_max]).any():
-            raise ctx.fail(node, "a constant Add must follow a Conv/Gemm/MatMul with no other consumer")
+            raise ctx.fail(node, "a constant Add must follow a Conv/Gemm/MatMul "
+                           "with no other consumer")
         cout = layer.out_shape[2]
         c = right.const.astype(np.float32)
         if c.size == 1:
@@ -315,7 +317,8 @@ def _imp_batchnorm(ctx: _Ctx, node) -> None:
     idx = ctx.fusable_layer(node, node.input[0])
     layer = ctx.layers[idx] if idx is not None else None
     if layer is None or layer.kind != CONV or np.isfinite([layer.act_min, layer.act_max]).any():
-        raise ctx.fail(node, "BatchNormalization must directly follow a Conv with no other consumer")
+        raise ctx.fail(node, "BatchNormalization must directly follow a Conv "
+                       "with no other consumer")
     gamma, beta, mean, var = (ctx.const(node, n).astype(np.float64) for n in node.input[1:5])
     eps = float(_attrs(node).get("epsilon", 1e-5))
     scale = gamma / np.sqrt(var + eps)
@@ -409,7 +412,8 @@ def _imp_reducemean(ctx: _Ctx, node) -> None:
     h, w, c = _as_nchw(ctx, node, inf)
     axes = sorted(int(x) % 4 for x in axes) if axes is not None else [0, 1, 2, 3]
     if not set(axes) <= {2, 3} or not axes:
-        raise ctx.fail(node, f"ReduceMean over axes {axes}: only time (2) / frequency (3) supported")
+        raise ctx.fail(node, f"ReduceMean over axes {axes}: only time (2) / "
+                       "frequency (3) are supported")
     kh = h if 2 in axes else 1
     kw = w if 3 in axes else 1
     _pool(ctx, node, AVGPOOL, (kh, kw), (1, 1), (0, 0, 0, 0))
@@ -647,7 +651,8 @@ def import_onnx(path: str | Path) -> Graph:
     ctx.infos[inputs[0].name] = _Info(in_shape, 0, "rowmajor", in_hwc)
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedOpError(path, node.name or node.op_type, f"{node.domain}.{node.op_type}")
+            raise UnsupportedOpError(path, node.name or node.op_type,
+                                     f"{node.domain}.{node.op_type}")
         fn = IMPORTERS.get(node.op_type)
         if fn is None:
             raise UnsupportedOpError(path, node.name or node.op_type, node.op_type)
@@ -656,7 +661,8 @@ def import_onnx(path: str | Path) -> Graph:
         except (ModelImportError, UnsupportedOpError):
             raise
         except (KeyError, ValueError, IndexError, TypeError) as exc:
-            raise ModelImportError(path, node.name or node.op_type, f"malformed node: {exc}") from exc
+            raise ModelImportError(path, node.name or node.op_type,
+                                   f"malformed node: {exc}") from exc
     if len(model.graph.output) != 1:
         raise ModelImportError(path, None, "expected exactly one graph output")
     out_name = model.graph.output[0].name
