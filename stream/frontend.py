@@ -270,6 +270,16 @@ def _tables(cfg: FrontEndConfig) -> tuple[np.ndarray, ...]:
     return window, band_first, band_offsets, band_weights, dct
 
 
+@njit(cache=True, nogil=True)
+def _frame_energies(frames, out):  # pragma: no cover - compiled
+    """Mean square of each raw (unwindowed) frame, fixed summation order."""
+    for t in range(frames.shape[0]):
+        acc = 0.0
+        for i in range(frames.shape[1]):
+            acc += np.float64(frames[t, i]) * frames[t, i]
+        out[t] = acc / frames.shape[1]
+
+
 class StreamingFrontEnd:
     """Incremental feature extractor over audio chunks of any size.
 
@@ -330,11 +340,15 @@ class StreamingFrontEnd:
         assert n == out.shape[0]
         return out
 
-    def push_into(self, chunk: np.ndarray, out: np.ndarray) -> int:
+    def push_into(
+        self, chunk: np.ndarray, out: np.ndarray, energy_out: np.ndarray | None = None
+    ) -> int:
         """Append samples and write the completed frames' features into ``out``.
 
-        ``out`` must have at least ``frames_after(len(chunk))`` rows. Returns
-        the number of rows written.
+        ``out`` must have at least ``frames_after(len(chunk))`` rows. When
+        ``energy_out`` (float64) is given, each frame's mean-square energy of
+        the raw samples goes there too (for noise tracking and gating).
+        Returns the number of rows written.
         """
         chunk = np.asarray(chunk)
         if chunk.ndim != 1:
@@ -352,16 +366,19 @@ class StreamingFrontEnd:
             buf.append(chunk[pos : pos + take])
             pos += take
             self.samples_seen += take
-            written += self._drain(out[written:])
+            energies = None if energy_out is None else energy_out[written:]
+            written += self._drain(out[written:], energies)
         return written
 
-    def _drain(self, out: np.ndarray) -> int:
+    def _drain(self, out: np.ndarray, energy_out: np.ndarray | None) -> int:
         """Turn every complete frame now in the sample buffer into features."""
         cfg = self.config
         n_frames = cfg.frames_for(self._samples.size)
         if n_frames == 0:
             return 0
         view = self._samples.frames(cfg.window_samples, cfg.hop_samples, n_frames)
+        if energy_out is not None:
+            _frame_energies(view, energy_out[:n_frames])
         frames = self._frames[:n_frames, : cfg.window_samples]
         np.multiply(view, self._window, out=frames)
         spectrum = self._spectrum[:n_frames]

@@ -1,0 +1,341 @@
+"""``KeywordSpotter``: what a voice app imports.
+
+Audio of any chunk size goes in; the incremental front end makes one feature
+frame per hop; a noise tracker and energy gate decide whether the model needs
+to run; the precision controller picks the precision level; the model scores
+the newest window; smoothing, thresholds and a refractory period turn
+posteriors into :class:`~voxquant.results.Detection` events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voxquant.errors import ConfigError
+from voxquant.models.cards import ModelCard, resolve_model
+from voxquant.results import Detection, SpotterStats
+from voxquant.stream.controller import ControllerConfig, PrecisionController
+from voxquant.stream.detector import PosteriorDetector
+from voxquant.stream.frontend import StreamingFrontEnd
+from voxquant.stream.noise import EnergyGate, NoiseTracker
+from voxquant.stream.ring import FrameRing
+
+__all__ = ["KeywordSpotter", "POLICIES", "TraceRow"]
+
+# policy -> fixed engine level (None: chosen per hop by the controller)
+POLICIES: dict[str, str | None] = {
+    "fp32": "fp32",
+    "int8-static": "int8-static",
+    "int8-dynamic": "int8",
+    "int16": "int16",
+    "adaptive": None,
+}
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One hop of the optional per-window trace."""
+
+    time_s: float
+    energy_dbfs: float
+    noise_floor_dbfs: float
+    snr_db: float
+    precision: str
+    gated: bool
+    cpu_us: float
+    top_score: float
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+class KeywordSpotter:
+    """Streaming keyword spotter over audio chunks of any length.
+
+    Parameters
+    ----------
+    model : str or Path
+        Shipped model name (``"kws12"``, ``"digits"``) or an ``.onnx`` path with
+        its model card beside it.
+    policy : str
+        ``"fp32"``, ``"int8-static"``, ``"int8-dynamic"``, ``"int16"`` or
+        ``"adaptive"`` (precision follows the estimated noise; the model is
+        skipped while only stationary background is present).
+    threshold : float or mapping
+        Smoothed posterior a keyword needs; a mapping sets per-keyword values.
+    sample_rate_hz : int
+        Rate of the audio passed to :meth:`process` (resampled if it differs
+        from the model's).
+    stride_hops : int
+        Run the model every ``stride_hops`` feature hops (1 = every hop).
+    refractory_ms : float
+        Quiet time after a detection.
+    smoothing_windows : int
+        Posterior vectors averaged before thresholding.
+    gate : bool, optional
+        Skip the model on stationary background; default: on for ``adaptive``.
+    controller : ControllerConfig, optional
+        Precision thresholds for ``adaptive``.
+    runtime : str
+        ``"voxquant"`` (our engine) or ``"onnxruntime"`` (fp32 only; a peer
+        baseline for comparisons).
+    trace : bool
+        Keep a :class:`TraceRow` per hop in ``spotter.trace``.
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "kws12",
+        *,
+        policy: str = "adaptive",
+        threshold: float | Mapping[str, float] | None = None,
+        sample_rate_hz: int = 16000,
+        stride_hops: int = 1,
+        refractory_ms: float = 1000.0,
+        smoothing_windows: int = 3,
+        gate: bool | None = None,
+        controller: ControllerConfig | None = None,
+        runtime: str = "voxquant",
+        trace: bool = False,
+    ):
+        if policy not in POLICIES:
+            raise ConfigError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+        self.card: ModelCard = resolve_model(model)
+        self.policy = policy
+        self.sample_rate_hz = int(sample_rate_hz)
+        self.stride_hops = max(1, int(stride_hops))
+        fe = self.card.frontend
+        self.hop_s = fe.hop_samples / fe.sample_rate_hz
+        self._runner = _make_runner(self.card, runtime)
+        if policy != "adaptive" and POLICIES[policy] not in self._runner.levels:
+            raise ConfigError(f"runtime {runtime!r} has no {policy!r} policy")
+        if threshold is None:
+            threshold = self.card.raw.get("thresholds", 0.8)
+        self._frontend = StreamingFrontEnd(fe)
+        self._frames = FrameRing(self.card.window_frames, fe.n_features)
+        self._detector = PosteriorDetector(
+            self.card.labels,
+            threshold=threshold,
+            smoothing_windows=smoothing_windows,
+            refractory_s=refractory_ms / 1000.0,
+        )
+        self._noise = NoiseTracker(hop_s=self.hop_s)
+        self._gate = EnergyGate(hop_s=self.hop_s, hangover_s=max(1.2, self.card.window_s + 0.2))
+        self.gate_enabled = (policy == "adaptive") if gate is None else bool(gate)
+        levels = tuple(lv for lv in ("int8", "int16", "fp32") if lv in self._runner.levels)
+        cfg = controller or ControllerConfig()
+        if policy == "adaptive" and cfg.levels != levels:
+            cfg = ControllerConfig(
+                levels=levels,
+                widen_below_snr_db=cfg.widen_below_snr_db[: len(levels) - 1],
+                hysteresis_db=cfg.hysteresis_db,
+                min_dwell_s=cfg.min_dwell_s,
+            )
+        self._controller = PrecisionController(cfg, hop_s=self.hop_s)
+        self._resampler = None
+        if self.sample_rate_hz != fe.sample_rate_hz:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(
+                self.sample_rate_hz, fe.sample_rate_hz, 1, dtype="float32"
+            )
+        self._feat_buf = np.empty((256, fe.n_features), np.float32)
+        self._energy_buf = np.empty(256, np.float64)
+        self.trace_enabled = trace
+        self.trace: list[TraceRow] = []
+        self.scores = np.zeros(len(self.card.labels), np.float32)
+        self.reset()
+
+    # --- public API -------------------------------------------------------------------------
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.card.labels
+
+    @property
+    def precision(self) -> str:
+        """Precision level in force now."""
+        fixed = POLICIES[self.policy]
+        return fixed if fixed is not None else self._controller.levels[self._controller.level]
+
+    def reset(self) -> None:
+        """Forget all audio and statistics; the next chunk starts a new stream."""
+        self._frontend.reset()
+        self._frames.reset()
+        self._detector.reset()
+        self._noise.reset()
+        self._gate.reset()
+        self._controller.reset()
+        self.scores[:] = 0.0
+        self.trace.clear()
+        self._hops = 0
+        self._windows_run = 0
+        self._windows_gated = 0
+        self._cpu_s = 0.0
+        self._precision_time = {}
+        self._precision_windows = {}
+        self._precision_cpu = {}
+        self.overruns = 0
+
+    @property
+    def stats(self) -> SpotterStats:
+        macs = {lv: n * self._runner.macs_per_window for lv, n in self._precision_windows.items()}
+        return SpotterStats(
+            audio_seconds=self._frontend.samples_seen / self.card.frontend.sample_rate_hz,
+            cpu_seconds=self._cpu_s,
+            windows_run=self._windows_run,
+            windows_gated=self._windows_gated,
+            precision_time=dict(self._precision_time),
+            precision_windows=dict(self._precision_windows),
+            precision_cpu_seconds=dict(self._precision_cpu),
+            precision_macs=macs,
+            overruns=self.overruns,
+            precision_switches=self._controller.switches,
+        )
+
+    def process(self, chunk: np.ndarray) -> list[Detection]:
+        """Feed mono audio (int16 or float, any length); return new detections."""
+        cpu0 = time.thread_time()
+        chunk = np.asarray(chunk)
+        if chunk.ndim != 1:
+            raise ConfigError(f"audio must be 1-D mono, got shape {chunk.shape}")
+        if self._resampler is not None:
+            if chunk.dtype == np.int16:
+                chunk = chunk.astype(np.float32) / 32768.0
+            chunk = self._resampler.resample_chunk(chunk.astype(np.float32))
+        detections: list[Detection] = []
+        run_cpu = 0.0
+        pos = 0
+        step = self._feat_buf.shape[0] * self.card.frontend.hop_samples
+        while pos < chunk.shape[0]:
+            piece = chunk[pos : pos + step]
+            pos += step
+            n = self._frontend.push_into(piece, self._feat_buf, self._energy_buf)
+            for i in range(n):
+                run_cpu += self._hop(self._feat_buf[i : i + 1], self._energy_buf[i], detections)
+        self._cpu_s += time.thread_time() - cpu0
+        return detections
+
+    async def listen(self, source) -> AsyncIterator[Detection]:
+        """Detections from an audio source (``Microphone``, ``WavFile``, any async iterator).
+
+        Sources that are async context managers are opened and closed here.
+        """
+        if hasattr(source, "__aenter__"):
+            async with source as opened:
+                async for det in self._listen(opened):
+                    yield det
+        else:
+            async for det in self._listen(source):
+                yield det
+
+    async def _listen(self, source) -> AsyncIterator[Detection]:
+        async for chunk in source:
+            for det in self.process(chunk):
+                yield det
+            self.overruns = int(getattr(source, "overruns", self.overruns))
+
+    # --- one hop ----------------------------------------------------------------------------
+
+    def _hop(self, frame: np.ndarray, mean_square: float, detections: list[Detection]) -> float:
+        self._frames.push(frame)
+        self._hops += 1
+        energy_dbfs = max(-100.0, 10.0 * np.log10(mean_square + 1e-12) + 3.0103)
+        est = self._noise.update(energy_dbfs)
+        fixed = POLICIES[self.policy]
+        level = fixed if fixed is not None else self._controller.update(est.snr_db)
+        self._precision_time[level] = self._precision_time.get(level, 0.0) + self.hop_s
+        gate_open = self._gate.update(est) if self.gate_enabled else True
+        if self._frames.count < self.card.window_frames or self._hops % self.stride_hops:
+            return 0.0
+        fe = self.card.frontend
+        end_s = ((self._hops - 1) * fe.hop_samples + fe.window_samples) / fe.sample_rate_hz
+        cpu_us = 0.0
+        if not gate_open:
+            self._windows_gated += 1
+            self._detector.clear_history()
+            self.scores[:] = 0.0
+        else:
+            t0 = time.thread_time()
+            probs = self._runner.run(self._frames.latest(), level)
+            dt = time.thread_time() - t0
+            cpu_us = dt * 1e6
+            self._windows_run += 1
+            self._precision_windows[level] = self._precision_windows.get(level, 0) + 1
+            self._precision_cpu[level] = self._precision_cpu.get(level, 0.0) + dt
+            self.scores[:] = probs
+            fired = self._detector.update(probs, end_s)
+            if fired is not None:
+                detections.append(
+                    Detection(
+                        keyword=self.card.labels[fired],
+                        score=float(self._detector.smoothed[fired]),
+                        start_s=max(0.0, end_s - self.card.window_s),
+                        end_s=end_s,
+                        precision=level,
+                    )
+                )
+        if self.trace_enabled:
+            self.trace.append(
+                TraceRow(end_s, est.energy_dbfs, est.noise_floor_dbfs, est.snr_db, level,
+                         not gate_open, cpu_us, float(self.scores.max()))
+            )
+        return cpu_us
+
+
+# --- model runners: the one place the spotter meets an inference runtime ---------------------
+
+
+class _OnnxRuntimeRunner:
+    """fp32 baseline through onnxruntime (single thread)."""
+
+    levels = ("fp32",)
+
+    def __init__(self, card: ModelCard):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(card.model_path), opts, providers=["CPUExecutionProvider"]
+        )
+        self._input = self._session.get_inputs()[0].name
+        self._shape = (1, 1, card.window_frames, card.frontend.n_features)
+        self.macs_per_window = int(card.raw.get("macs", 0))
+
+    def run(self, window: np.ndarray, level: str) -> np.ndarray:
+        out = self._session.run(None, {self._input: window.reshape(self._shape)})[0]
+        return out.reshape(-1)
+
+
+class _EngineRunner:
+    """Our engine: one compiled call per window, precision switched per call."""
+
+    def __init__(self, card: ModelCard):
+        from voxquant.engine import load
+
+        self._model = load(card.model_path)
+        self.levels = tuple(self._model.available_precisions())
+        self.macs_per_window = int(self._model.macs)
+        self._current = None
+        self._shape = (1, card.window_frames, card.frontend.n_features, 1)
+
+    def run(self, window: np.ndarray, level: str) -> np.ndarray:
+        if level != self._current:
+            self._model.set_precision(level)
+            self._current = level
+        return self._model(window.reshape(self._shape)).reshape(-1)
+
+
+def _make_runner(card: ModelCard, runtime: str):
+    if runtime == "onnxruntime":
+        return _OnnxRuntimeRunner(card)
+    if runtime == "voxquant":
+        return _EngineRunner(card)
+    raise ConfigError(f"unknown runtime {runtime!r}; choose 'voxquant' or 'onnxruntime'")
