@@ -1,0 +1,206 @@
+"""Streaming pieces: noise tracker, gate, controller, detector, queue, spotter invariance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from voxquant.errors import ConfigError
+from voxquant.spotter import KeywordSpotter
+from voxquant.stream.controller import ControllerConfig, PrecisionController
+from voxquant.stream.detector import PosteriorDetector
+from voxquant.stream.noise import EnergyGate, NoiseTracker
+from voxquant.stream.pipeline import DropOldestQueue
+
+LABELS = ("yes", "no", "_silence_", "_unknown_")
+
+
+def test_noise_floor_follows_room_and_ignores_short_speech():
+    tracker = NoiseTracker(hop_s=0.02)
+    for _ in range(200):  # 4 s of a -60 dBFS room
+        est = tracker.update(-60.0)
+    assert est.noise_floor_dbfs == pytest.approx(-60.0, abs=0.5)
+    for _ in range(25):  # 0.5 s of speech at -20 dBFS barely lifts the floor
+        est = tracker.update(-20.0)
+    assert est.noise_floor_dbfs < -55.0
+    assert est.speech_level_dbfs == pytest.approx(-20.0)
+    assert est.snr_db > 30.0
+    for _ in range(500):  # 10 s of loud noise: the floor rises to it
+        est = tracker.update(-30.0)
+    assert est.noise_floor_dbfs == pytest.approx(-30.0, abs=0.5)
+    assert est.snr_db < 10.0
+
+
+def test_gate_opens_on_energy_and_holds_for_the_hangover():
+    tracker, gate = NoiseTracker(hop_s=0.02), EnergyGate(hop_s=0.02, hangover_s=0.5)
+    states = [gate.update(tracker.update(-60.0)) for _ in range(100)]
+    assert not any(states[10:])
+    assert gate.update(tracker.update(-30.0))
+    held = [gate.update(tracker.update(-60.0)) for _ in range(40)]
+    assert all(held[:24]) and not any(held[25:])
+
+
+def test_controller_widens_at_once_and_narrows_after_dwell_with_hysteresis():
+    cfg = ControllerConfig(widen_below_snr_db=(20.0, 8.0), hysteresis_db=3.0, min_dwell_s=1.0)
+    ctl = PrecisionController(cfg, hop_s=0.02)
+    assert ctl.update(40.0) == "int8"
+    assert ctl.update(5.0) == "fp32"  # widen immediately
+    assert ctl.update(9.0) == "fp32"  # inside the hysteresis band: stay
+    levels = [ctl.update(12.0) for _ in range(60)]
+    assert levels[0] == "fp32" and levels[-1] == "int16"
+    assert levels.index("int16") >= 49  # not before the dwell time
+    with pytest.raises(ConfigError):
+        ControllerConfig(widen_below_snr_db=(5.0, 8.0))
+
+
+def test_detector_smooths_thresholds_and_refracts():
+    det = PosteriorDetector(LABELS, threshold={"yes": 0.6}, default_threshold=0.9,
+                            smoothing_windows=2, refractory_s=1.0)
+    yes = np.array([0.95, 0.0, 0.0, 0.05])
+    silence = np.array([0.0, 0.0, 1.0, 0.0])
+    assert det.update(silence, 0.0) is None
+    assert det.update(yes, 0.02) is None  # smoothed 0.475 < 0.6
+    assert det.update(yes, 0.04) == 0
+    assert det.update(yes, 0.5) is None  # refractory
+    assert det.update(yes, 1.1) == 0
+    no = np.array([0.0, 0.85, 0.0, 0.15])
+    assert det.update(no, 2.5) is None and det.update(no, 2.6) is None  # 0.85 < 0.9
+    unknown = np.array([0.0, 0.0, 0.0, 1.0])
+    det.reset()
+    assert det.update(unknown, 0.0) is None and det.update(unknown, 0.1) is None
+    with pytest.raises(ConfigError):
+        PosteriorDetector(LABELS, threshold={"maybe": 0.5})
+
+
+def test_queue_drops_oldest_and_counts():
+    async def go():
+        q = DropOldestQueue(3)
+        for i in range(5):
+            q.put_nowait(np.full(2, i, np.float32))
+        q.close()
+        got = []
+        while (block := await q.get()) is not None:
+            got.append(int(block[0]))
+        return got, q.dropped
+
+    got, dropped = asyncio.run(go())
+    assert got == [3, 4] and dropped == 3  # the end marker pushed one more out
+
+
+def test_queue_reraises_producer_errors():
+    async def go():
+        q = DropOldestQueue(2)
+        q.put_error(RuntimeError("device gone"))
+        await q.get()
+
+    with pytest.raises(RuntimeError, match="device gone"):
+        asyncio.run(go())
+
+
+# --- the spotter over a small random model (no shipped model needed) -------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 49x40 -> 4 class conv model with a model card, written by the test."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32) * 0.2, "w")
+    b = numpy_helper.from_array(np.zeros(8, np.float32), "b")
+    fc = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "fc")
+    fb = numpy_helper.from_array(np.zeros(4, np.float32), "fb")
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], strides=[2, 2], pads=[2, 1, 0, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fb"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 49, 40])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 4])],
+        [w, b, fc, fb],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    folder = tmp_path_factory.mktemp("tiny")
+    onnx.save(model, folder / "tiny.onnx")
+    card = {"name": "tiny", "classes": list(LABELS), "frontend": "kws", "window_frames": 49,
+            "macs": 1000}
+    (folder / "tiny.json").write_text(json.dumps(card))
+    return folder / "tiny.onnx"
+
+
+def _speechy(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    t = np.arange(n) / 16000
+    bursts = (np.sin(2 * np.pi * 0.2 * t) > 0.8) * np.sin(2 * np.pi * 300 * t) * 0.3
+    return (bursts + 0.003 * rng.standard_normal(n)).astype(np.float32)
+
+
+@pytest.mark.parametrize("policy", ["fp32"])
+def test_spotter_output_is_independent_of_chunk_size(tiny_model, policy):
+    audio = _speechy(6.0)
+
+    def run(chunk):
+        sp = KeywordSpotter(tiny_model, policy=policy, runtime="onnxruntime", trace=True,
+                            threshold=0.3, gate=True)
+        dets = []
+        for i in range(0, audio.size, chunk):
+            dets += sp.process(audio[i : i + chunk])
+        return dets, [(r.time_s, r.top_score, r.gated) for r in sp.trace], sp.stats
+
+    ref_dets, ref_trace, ref_stats = run(16000)
+    assert ref_stats.windows_run > 0 and ref_stats.windows_gated > 0
+    for chunk in (1, 333, 320, 4096):
+        dets, trace, stats = run(chunk)
+        assert dets == ref_dets
+        assert trace == ref_trace
+        assert stats.windows_run == ref_stats.windows_run
+
+
+def test_spotter_accepts_int16_and_other_rates(tiny_model):
+    audio = _speechy(2.0)
+    sp = KeywordSpotter(tiny_model, policy="fp32", runtime="onnxruntime")
+    sp.process((audio * 32767).astype(np.int16))
+    assert sp.stats.audio_seconds == pytest.approx(2.0)
+    sp48 = KeywordSpotter(tiny_model, policy="fp32", runtime="onnxruntime", sample_rate_hz=48000)
+    sp48.process(np.zeros(48000, np.float32))
+    assert sp48.stats.audio_seconds == pytest.approx(1.0, abs=0.05)
+
+
+def test_spotter_rejects_bad_options(tiny_model):
+    with pytest.raises(ConfigError, match="policy"):
+        KeywordSpotter(tiny_model, policy="int4", runtime="onnxruntime")
+    with pytest.raises(ConfigError, match="no 'int16'"):
+        KeywordSpotter(tiny_model, policy="int16", runtime="onnxruntime")
+    with pytest.raises(ConfigError, match="not found"):
+        KeywordSpotter("no-such-model", runtime="onnxruntime")
+    with pytest.raises(ConfigError, match="1-D"):
+        KeywordSpotter(tiny_model, policy="fp32", runtime="onnxruntime").process(
+            np.zeros((2, 2), np.float32))
+
+
+def test_listen_over_an_async_iterator(tiny_model):
+    audio = _speechy(3.0)
+    sp = KeywordSpotter(tiny_model, policy="fp32", runtime="onnxruntime", threshold=0.0)
+
+    async def chunks():
+        for i in range(0, audio.size, 1600):
+            yield audio[i : i + 1600]
+
+    async def collect():
+        return [d async for d in sp.listen(chunks())]
+
+    dets = asyncio.run(collect())
+    assert dets, "threshold 0 must fire at least once"
+    assert all(d.keyword in ("yes", "no") for d in dets)
+    assert all(0.0 <= d.start_s < d.end_s <= 3.0 for d in dets)
+    gaps = np.diff([d.end_s for d in dets])
+    assert np.all(gaps >= 1.0 - 1e-9)  # refractory period
