@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 
 from voxquant.paths import EXAMPLES_DIR
@@ -61,8 +62,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"voxquant listen: model {spotter.card.name}, policy {args.policy}, "
               f"{len(spotter.labels)} classes, reading {where}", file=sys.stderr)
 
+    async def announced(opened):
+        first = True
+        async for chunk in opened:
+            if first:
+                print("voxquant listen: audio is flowing", file=sys.stderr, flush=True)
+                first = False
+            yield chunk
+            spotter.overruns = int(getattr(opened, "overruns", 0))
+            if args.seconds and spotter.stats.audio_seconds >= args.seconds:
+                return
+
     async def consume() -> None:
-        async for det in spotter.listen(source):
+        async with source as opened:
+            detections = spotter.listen(announced(opened))
+            await _print_detections(detections)
+
+    async def _print_detections(detections) -> None:
+        async for det in detections:
             if args.json:
                 print(json.dumps(det.to_dict()), flush=True)
             else:
@@ -70,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
                 load = 100.0 * st.cpu_seconds / max(st.audio_seconds, 1e-9)
                 print(f"{det}   (now {spotter.precision}, CPU {load:.2f}% of real time)",
                       flush=True)
-            if args.seconds and spotter.stats.audio_seconds >= args.seconds:
-                break
 
+    def stop_on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     interrupted = False
     try:
         asyncio.run(consume())
