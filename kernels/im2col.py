@@ -1,0 +1,52 @@
+"""im2col for NHWC 2-D convolution (path independent).
+
+Column layout: ``col[r, (kh * KW + kw) * Cin + ci]`` for output position
+``r = (h_out - h_out_start) * Wo + w_out``; out-of-image taps hold the input zero point, so the
+``-x_zp * sum(w)`` correction of the GEMM stays exact with padding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def im2col(x, x_zp, kh_size, kw_size, stride_h, stride_w, pad_top, pad_left, wo_size,
+           h_out_start, h_out_stop, col):
+    """Fill ``col[(h_out_stop - h_out_start) * Wo, KH * KW * Cin]`` from ``x[H, W, Cin]``."""
+    h_in, w_in, c_in = x.shape
+    for ho in range(h_out_start, h_out_stop):
+        for wo in range(wo_size):
+            r = (ho - h_out_start) * wo_size + wo
+            for kh in range(kh_size):
+                hi = ho * stride_h - pad_top + kh
+                for kw in range(kw_size):
+                    wi = wo * stride_w - pad_left + kw
+                    base = (kh * kw_size + kw) * c_in
+                    if hi < 0 or hi >= h_in or wi < 0 or wi >= w_in:
+                        for ci in range(c_in):
+                            col[r, base + ci] = x_zp
+                    else:
+                        for ci in range(c_in):
+                            col[r, base + ci] = x[hi, wi, ci]
+    return 0
+
+
+@njit(cache=True)
+def conv_out_size(in_size, k_size, stride, pad_lo, pad_hi):
+    """Output length of a convolution / pooling window along one axis."""
+    return (in_size + pad_lo + pad_hi - k_size) // stride + 1
+
+
+@njit(cache=True)
+def check_conv_shape(h_in, w_in, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                     pad_right, ho, wo, h_out_start, h_out_stop):
+    """Raise ValueError unless output shape and row range agree with the conv geometry."""
+    if conv_out_size(h_in, kh, stride_h, pad_top, pad_bottom) != ho:
+        raise ValueError("output height does not match conv geometry")
+    if conv_out_size(w_in, kw, stride_w, pad_left, pad_right) != wo:
+        raise ValueError("output width does not match conv geometry")
+    if h_out_start < 0 or h_out_stop > ho or h_out_start > h_out_stop:
+        raise ValueError("bad output row range")
+    return np.int64(0)

@@ -1,0 +1,113 @@
+"""Portable integer GEMM path: plain numba loops, any CPU numba supports (x86, Arm).
+
+Packed weight layout (``pack_gemm_weights``): int8, 1-D, row-major ``[N, K]`` (K contiguous), so
+the inner dot product vectorizes (LLVM emits ``pmaddwd`` on x86).  The packed array of this path
+is only valid for this path's kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .im2col import check_conv_shape, im2col
+from .requant import requant_one
+
+PATH_NAME = "portable"
+MAX_K_8BIT = 65793  # (2**31 - 1) // (255 * 128)
+K_CHUNK = 256  # int32 partial sums over <= 256 products: |sum| <= 256 * 2**22 < 2**31 (int16 x)
+
+
+def packed_size(k_size: int, n_out: int) -> int:
+    """Number of int8 elements of packed weights for a ``K x N`` GEMM."""
+    return k_size * n_out
+
+
+def pack_gemm_weights(w_nk: np.ndarray) -> np.ndarray:
+    """Pack int8 weights ``w_nk[N, K]`` (one row per output channel) for this path."""
+    w = np.asarray(w_nk)
+    if w.dtype != np.int8 or w.ndim != 2:
+        raise ValueError("w_nk must be a 2-D int8 array [N, K]")
+    return np.ascontiguousarray(w).reshape(-1).copy()
+
+
+@njit(cache=True)
+def _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin,
+               qmax, y):
+    m_count, k_size = x.shape
+    n_out = y.shape[1]
+    if x.itemsize == 1 and k_size > MAX_K_8BIT:
+        raise ValueError("K too large for exact int32 accumulation of 8-bit activations")
+    w = wp[: n_out * k_size].reshape((n_out, k_size))
+    vmin = np.inf
+    vmax = -np.inf
+    for m in range(m_count):
+        for n in range(n_out):
+            acc64 = np.int64(0)
+            for k0 in range(0, k_size, K_CHUNK):
+                k1 = min(k_size, k0 + K_CHUNK)
+                acc = np.int32(0)
+                for k in range(k0, k1):
+                    acc += np.int32(x[m, k]) * np.int32(w[n, k])
+                acc64 += acc
+            total = acc64 + bias[n] - np.int64(x_zp) * w_sum[n]
+            v, q = requant_one(total, n, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax)
+            vmin = min(vmin, v)
+            vmax = max(vmax, v)
+            y[m, n] = q
+    return vmin, vmax
+
+
+@njit(cache=True)
+def gemm_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax,
+           y, m_start, m_stop, work):
+    """Quantized GEMM ``y[m, :] = rq(sum_k (x[m, k] - x_zp) * w[n, k] + bias[n])``, rows
+    ``m_start <= m < m_stop`` only.  See ``voxquant.kernels`` for the argument contract."""
+    return _gemm_rows(x[m_start:m_stop], x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult,
+                      rq_shift, y_zp, qmin, qmax, y[m_start:m_stop])
+
+
+@njit(cache=True)
+def fully_connected_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
+                      qmin, qmax, y, work):
+    """Fully connected layer on 1-D ``x[K]`` -> 1-D ``y[N]`` (a one-row GEMM)."""
+    x2 = x.reshape((1, x.shape[0]))
+    y2 = y.reshape((1, y.shape[0]))
+    return _gemm_rows(x2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
+                      qmin, qmax, y2)
+
+
+@njit(cache=True)
+def pointwise_conv_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
+                     qmin, qmax, y, h_out_start, h_out_stop, work):
+    """1x1 convolution, stride 1, no padding, NHWC ``x[H, W, Cin]`` -> ``y[H, W, Cout]``,
+    output rows ``h_out_start <= h < h_out_stop``."""
+    h, w_size, c_in = x.shape
+    c_out = y.shape[2]
+    x2 = x.reshape((h * w_size, c_in))
+    y2 = y.reshape((h * w_size, c_out))
+    return _gemm_rows(x2[h_out_start * w_size:h_out_stop * w_size], x_zp, wp, w_sum, bias,
+                      rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax,
+                      y2[h_out_start * w_size:h_out_stop * w_size])
+
+
+@njit(cache=True)
+def conv2d_q(x, x_zp, wp, w_sum, bias, kh, kw, stride_h, stride_w, pad_top, pad_bottom,
+             pad_left, pad_right, col, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax,
+             y, h_out_start, h_out_stop, work):
+    """General 2-D convolution (im2col into ``col`` then GEMM), NHWC, asymmetric padding,
+    output rows ``h_out_start <= h < h_out_stop``."""
+    h_in, w_in, c_in = x.shape
+    ho, wo, c_out = y.shape
+    check_conv_shape(h_in, w_in, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                     pad_right, ho, wo, h_out_start, h_out_stop)
+    k_size = kh * kw * c_in
+    rows = (h_out_stop - h_out_start) * wo
+    if col.shape[0] < rows * k_size:
+        raise ValueError("col buffer too small")
+    col2 = col[: rows * k_size].reshape((rows, k_size))
+    im2col(x, x_zp, kh, kw, stride_h, stride_w, pad_top, pad_left, wo, h_out_start, h_out_stop,
+           col2)
+    y2 = y.reshape((ho * wo, c_out))
+    return _gemm_rows(col2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
+                      qmin, qmax, y2[h_out_start * wo:h_out_stop * wo])

@@ -1,0 +1,13 @@
+"""VNNI path (placeholder until the vpdpbusd micro-kernel lands): same as portable."""
+
+from .portable import (  # noqa: F401
+    MAX_K_8BIT,
+    conv2d_q,
+    fully_connected_q,
+    gemm_q,
+    pack_gemm_weights,
+    packed_size,
+    pointwise_conv_q,
+)
+
+PATH_NAME = "vnni"
