@@ -1,0 +1,90 @@
+"""The live microphone path on a real (virtual) audio device.
+
+PulseAudio runs with a null sink whose monitor is the default input; PortAudio
+sees it through ALSA's pulse plugin. A project-made recording is played into
+the sink with ``paplay`` while ``voxquant listen`` records from the default
+input in a subprocess; the expected keywords must come out as JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from voxquant.models.cards import shipped_models
+from voxquant.paths import EXAMPLES_DIR
+
+pytestmark = pytest.mark.slow
+
+
+def _pactl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["pactl", *args], capture_output=True, text=True, check=check,
+                          timeout=20)
+
+
+@pytest.fixture(scope="module")
+def virtual_microphone():
+    for tool in ("pulseaudio", "pactl", "paplay"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (Debian: pulseaudio pulseaudio-utils; "
+                        ".ci/run installs them)")
+    if _pactl("info", check=False).returncode != 0:
+        subprocess.run(["pulseaudio", "-D", "--exit-idle-time=-1"], capture_output=True,
+                       timeout=30)
+        for _ in range(50):
+            if _pactl("info", check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("PulseAudio did not start")
+    sink = f"voxquant_test_{uuid.uuid4().hex[:8]}"
+    module = _pactl("load-module", "module-null-sink", f"sink_name={sink}").stdout.strip()
+    _pactl("set-default-sink", sink)
+    _pactl("set-default-source", f"{sink}.monitor")
+    yield sink
+    _pactl("unload-module", module, check=False)
+
+
+def test_listen_detects_keywords_played_into_the_default_input(virtual_microphone):
+    if "kws12" not in shipped_models():
+        pytest.fail("the shipped kws12 model is missing")
+    recording = EXAMPLES_DIR / "keywords.wav"
+    words = json.loads((EXAMPLES_DIR / "keywords.json").read_text())["words"]
+    expected = [w["word"] for w in words]
+    cmd = [sys.executable, "-m", "voxquant.cli", "listen", "--json", "--seconds", "60"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 60  # first callback may take ~2 s, plus numba load
+        line = ""
+        while "audio is flowing" not in line:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                pytest.fail(f"listen exited early: {proc.stderr.read()}")
+            assert time.monotonic() < deadline, "no audio callback within 60 s"
+        subprocess.run(["paplay", str(recording)], check=True, timeout=60)
+        time.sleep(2.0)  # let the last window be scored
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+    assert lines and "stats" in lines[-1], f"no stats line; stderr: {err[-2000:]}"
+    stats = lines[-1]["stats"]
+    assert stats["audio_seconds"] > 10.0
+    detected = [d["keyword"] for d in lines[:-1]]
+    for d in lines[:-1]:
+        assert set(d) == {"keyword", "score", "start_s", "end_s", "precision"}
+    hits = [w for w in expected if w in detected]
+    assert len(hits) >= 0.75 * len(expected), f"expected {expected}, detected {detected}"
+    false_alarms = [w for w in detected if w not in expected]
+    assert len(false_alarms) <= 1, f"false alarms {false_alarms}"
