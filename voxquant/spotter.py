@@ -19,6 +19,7 @@ import numpy as np
 from voxquant.errors import ConfigError
 from voxquant.models.cards import ModelCard, resolve_model
 from voxquant.results import Detection, SpotterStats
+from voxquant.runners import make_runner
 from voxquant.stream.controller import ControllerConfig, PrecisionController
 from voxquant.stream.detector import PosteriorDetector
 from voxquant.stream.frontend import StreamingFrontEnd
@@ -111,7 +112,7 @@ class KeywordSpotter:
         self.stride_hops = max(1, int(stride_hops))
         fe = self.card.frontend
         self.hop_s = fe.hop_samples / fe.sample_rate_hz
-        self._runner = _make_runner(self.card, runtime)
+        self._runner = make_runner(self.card, runtime)
         if policy != "adaptive" and POLICIES[policy] not in self._runner.levels:
             raise ConfigError(f"runtime {runtime!r} has no {policy!r} policy")
         if threshold is None:
@@ -286,56 +287,3 @@ class KeywordSpotter:
                          not gate_open, cpu_us, float(self.scores.max()))
             )
         return cpu_us
-
-
-# --- model runners: the one place the spotter meets an inference runtime ---------------------
-
-
-class _OnnxRuntimeRunner:
-    """fp32 baseline through onnxruntime (single thread)."""
-
-    levels = ("fp32",)
-
-    def __init__(self, card: ModelCard):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(card.model_path), opts, providers=["CPUExecutionProvider"]
-        )
-        self._input = self._session.get_inputs()[0].name
-        self._shape = (1, 1, card.window_frames, card.frontend.n_features)
-        self.macs_per_window = int(card.raw.get("macs", 0))
-
-    def run(self, window: np.ndarray, level: str) -> np.ndarray:
-        out = self._session.run(None, {self._input: window.reshape(self._shape)})[0]
-        return out.reshape(-1)
-
-
-class _EngineRunner:
-    """Our engine: one compiled call per window, precision switched per call."""
-
-    def __init__(self, card: ModelCard):
-        from voxquant.engine import load
-
-        self._model = load(card.model_path)
-        self.levels = tuple(self._model.available_precisions())
-        self.macs_per_window = int(self._model.macs)
-        self._current = None
-        self._shape = (1, card.window_frames, card.frontend.n_features, 1)
-
-    def run(self, window: np.ndarray, level: str) -> np.ndarray:
-        if level != self._current:
-            self._model.set_precision(level)
-            self._current = level
-        return self._model(window.reshape(self._shape)).reshape(-1)
-
-
-def _make_runner(card: ModelCard, runtime: str):
-    if runtime == "onnxruntime":
-        return _OnnxRuntimeRunner(card)
-    if runtime == "voxquant":
-        return _EngineRunner(card)
-    raise ConfigError(f"unknown runtime {runtime!r}; choose 'voxquant' or 'onnxruntime'")
