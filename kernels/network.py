@@ -1,0 +1,555 @@
+"""The whole network in ONE numba call.
+
+A plan (``voxquant.models.plan``) is flattened into arrays: one row of integer
+parameters per layer (op code, tensor ids, shapes, strides, pads, weight and
+channel offsets), a per-layer precision code (the ``PrecisionPlan``), arena
+offsets per tensor, and per-tensor quantization state. :func:`run_network`
+walks the layers in a jitted loop; no Python runs between layers.
+
+Precision codes: 0 = fp32, 1 = int8, 2 = int16. Every tensor has one element
+offset in the arena and can be held in any of three typed regions (fp32,
+int8, int16 views of the same byte buffer); a layer converts its input when
+its precision differs from its producer's (only at precision boundaries).
+
+Activation scales (per tensor, per window), chosen by ``qmode``:
+
+* 0 exact per window: the producer stores real values in the fp32 region and
+  their min/max in the same loop, then one light pass quantizes;
+* 1 running: scale from an EMA of previous windows' min/max, quantized directly
+  in the store; this window's min/max is gathered in the same store and
+  saturated values are counted;
+* 2 static: frozen scale (calibration, or a full-integer model's own).
+
+A full-integer TFLite layer (``LP_FIXED``) in int8 uses TFLite's fixed-point
+requantization (``MultiplyByQuantizedMultiplier``) so results are bit-exact.
+
+These kernels are written here (not taken from the kernels package) so the
+executor has one consistent set of row-range kernels that incremental mode
+can call on a few output rows at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+OP_CONV, OP_AVGPOOL, OP_MAXPOOL, OP_ADD, OP_SOFTMAX = 1, 2, 3, 4, 5
+P_F32, P_I8, P_I16 = 0, 1, 2
+Q_EXACT, Q_RUNNING, Q_STATIC = 0, 1, 2
+
+(LP_OP, LP_IN0, LP_IN1, LP_OUT, LP_H, LP_W, LP_C, LP_HO, LP_WO, LP_CO, LP_KH, LP_KW, LP_SH,
+ LP_SW, LP_PT, LP_PL, LP_G, LP_DH, LP_DW, LP_WOFF, LP_COFF, LP_FIXED, LP_QAMIN,
+ LP_QAMAX) = range(24)
+N_LP = 24
+
+# observer state columns per tensor
+OS_EMA_MIN, OS_EMA_MAX, OS_N, OS_WIN_MIN, OS_WIN_MAX, OS_SAT, OS_SEEN = range(7)
+N_OS = 7
+
+
+@njit(cache=True, inline="always")
+def _qrange(p):
+    if p == P_I8:
+        return -128, 127
+    return -32768, 32767
+
+
+@njit(cache=True)
+def qparams_from_range(mn, mx, qmin, qmax):
+    """Asymmetric (scale, zero point) covering [min(mn,0), max(mx,0)]."""
+    mn = min(mn, 0.0)
+    mx = max(mx, 0.0)
+    scale = (mx - mn) / (qmax - qmin)
+    if not scale > 1e-12:
+        scale = 1e-12 if mx - mn > 0 else 1.0
+    zp = qmin - int(math.floor(mn / scale + 0.5))
+    zp = max(qmin, min(qmax, zp))
+    return scale, zp
+
+
+@njit(cache=True, inline="always")
+def _srdhm(a, b):
+    if a == b and a == -2147483648:
+        return 2147483647
+    ab = a * b
+    nudge = (1 << 30) if ab >= 0 else (1 - (1 << 30))
+    v = ab + nudge
+    if v >= 0:
+        return v >> 31
+    return -((-v) >> 31)
+
+
+@njit(cache=True, inline="always")
+def _rdbpot(x, exponent):
+    mask = (1 << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if remainder > threshold else 0)
+
+
+@njit(cache=True, inline="always")
+def mbqm(x, mult, shift):
+    """TFLite ``MultiplyByQuantizedMultiplier`` (double rounding, int32 saturating)."""
+    left = shift if shift > 0 else 0
+    right = -shift if shift < 0 else 0
+    v = x * (1 << left)
+    if v > 2147483647:
+        v = 2147483647
+    elif v < -2147483648:
+        v = -2147483648
+    return _rdbpot(_srdhm(v, mult), right)
+
+
+# ----------------------------------------------------------------------------- conv
+
+
+@njit(cache=True)
+def conv_f32_rows(F, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW, CO, WO,
+                  bias, coff, out_off, r0, r1, amin, amax, acc):
+    """fp32 grouped/depthwise conv on output rows [r0, r1); fused bias and clamp."""
+    cin_g = C // G
+    cout_g = CO // G
+    for oh in range(r0, r1):
+        for ow in range(WO):
+            for c in range(CO):
+                acc[c] = 0.0
+            for ky in range(KH):
+                iy = oh * SH - PT + ky * DH
+                if iy < 0 or iy >= H:
+                    continue
+                for kx in range(KW):
+                    ix = ow * SW - PL + kx * DW
+                    if ix < 0 or ix >= W:
+                        continue
+                    ib = in_off + (iy * W + ix) * C
+                    wb = woff + (ky * KW + kx) * cin_g * CO
+                    if cin_g == 1 and cout_g == 1:
+                        for c in range(CO):
+                            acc[c] += F[ib + c] * w[wb + c]
+                    else:
+                        for g in range(G):
+                            for ci in range(cin_g):
+                                x = F[ib + g * cin_g + ci]
+                                wr = wb + ci * CO + g * cout_g
+                                ab = g * cout_g
+                                for co in range(cout_g):
+                                    acc[ab + co] += x * w[wr + co]
+            ob = out_off + (oh * WO + ow) * CO
+            for c in range(CO):
+                v = acc[c] + bias[coff + c]
+                if v < amin:
+                    v = amin
+                if v > amax:
+                    v = amax
+                F[ob + c] = v
+
+
+@njit(cache=True)
+def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW,
+                        CO, oh, ow, acc):
+    """Integer accumulators sum((x - zp) * w) of one output pixel (padding = real 0)."""
+    cin_g = C // G
+    cout_g = CO // G
+    for c in range(CO):
+        acc[c] = 0
+    for ky in range(KH):
+        iy = oh * SH - PT + ky * DH
+        if iy < 0 or iy >= H:
+            continue
+        for kx in range(KW):
+            ix = ow * SW - PL + kx * DW
+            if ix < 0 or ix >= W:
+                continue
+            ib = in_off + (iy * W + ix) * C
+            wb = woff + (ky * KW + kx) * cin_g * CO
+            if cin_g == 1 and cout_g == 1:
+                for c in range(CO):
+                    acc[c] += (Q[ib + c] - zp_in) * w[wb + c]
+            else:
+                for g in range(G):
+                    for ci in range(cin_g):
+                        x = Q[ib + g * cin_g + ci] - zp_in
+                        if x == 0:
+                            continue
+                        wr = wb + ci * CO + g * cout_g
+                        ab = g * cout_g
+                        for co in range(cout_g):
+                            acc[ab + co] += x * w[wr + co]
+
+
+@njit(cache=True)
+def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW, CO, WO,
+                  out_off, r0, r1, acc, store_mode, mscale, bias_f, coff, amin, amax, F,
+                  inv_s, zp_out, qmin, qmax, b_i32, mult, shift):
+    """Integer conv on rows [r0, r1) with its store.
+
+    store_mode 0: real values to the fp32 region (exact per-window mode);
+    1: quantize directly with ``inv_s``/``zp_out`` (running/static);
+    2: TFLite fixed-point requantization (bit-exact int8).
+    Returns (min, max, saturated count) of the real outputs (0, 0, 0 for mode 2).
+    """
+    mn = np.inf
+    mx = -np.inf
+    sat = 0
+    for oh in range(r0, r1):
+        for ow in range(WO):
+            conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
+                                DH, DW, CO, oh, ow, acc)
+            ob = out_off + (oh * WO + ow) * CO
+            if store_mode == 2:
+                for c in range(CO):
+                    v = mbqm(np.int64(acc[c]) + b_i32[coff + c], mult[coff + c],
+                             shift[coff + c]) + zp_out
+                    if v < qmin:
+                        v = qmin
+                    if v > qmax:
+                        v = qmax
+                    Q[ob + c] = v
+                continue
+            for c in range(CO):
+                v = acc[c] * mscale[c] + bias_f[coff + c]
+                if v < amin:
+                    v = amin
+                if v > amax:
+                    v = amax
+                if v < mn:
+                    mn = v
+                if v > mx:
+                    mx = v
+                if store_mode == 0:
+                    F[ob + c] = v
+                else:
+                    q = int(math.floor(v * inv_s + 0.5)) + zp_out
+                    if q < qmin:
+                        q = qmin
+                        sat += 1
+                    elif q > qmax:
+                        q = qmax
+                        sat += 1
+                    Q[ob + c] = q
+    return mn, mx, sat
+
+
+# ----------------------------------------------------------------------------- pools
+
+
+@njit(cache=True)
+def pool_rows(X, in_off, H, W, C, KH, KW, SH, SW, PT, PL, WO, out_off, r0, r1, is_max, is_int):
+    """Average (padding excluded; TFLite integer rounding when ``is_int``) or max pool."""
+    for oh in range(r0, r1):
+        for ow in range(WO):
+            ob = out_off + (oh * WO + ow) * C
+            for c in range(C):
+                cnt = 0
+                sf = 0.0
+                si = 0
+                best = -np.inf
+                for ky in range(KH):
+                    iy = oh * SH - PT + ky
+                    if iy < 0 or iy >= H:
+                        continue
+                    for kx in range(KW):
+                        ix = ow * SW - PL + kx
+                        if ix < 0 or ix >= W:
+                            continue
+                        v = X[in_off + (iy * W + ix) * C + c]
+                        cnt += 1
+                        if is_max:
+                            if v > best:
+                                best = v
+                        elif is_int:
+                            si += np.int64(v)
+                        else:
+                            sf += v
+                if cnt == 0:
+                    X[ob + c] = 0
+                elif is_max:
+                    X[ob + c] = best
+                elif is_int:
+                    if si > 0:
+                        X[ob + c] = (si + cnt // 2) // cnt
+                    else:
+                        X[ob + c] = -((-si + cnt // 2) // cnt)
+                else:
+                    X[ob + c] = sf / cnt
+
+
+# ----------------------------------------------------------------------------- conversions
+
+
+@njit(cache=True)
+def _tensor_qparams(t, p, qmode, st_scale, st_zp, ost, mn, mx):
+    """Scale/zp for tensor t in precision p given this window's real range."""
+    qmin, qmax = _qrange(p)
+    m = qmode[t]
+    if m == Q_STATIC:
+        return st_scale[t, p], st_zp[t, p]
+    if m == Q_RUNNING and ost[t, OS_N] > 0:
+        return qparams_from_range(ost[t, OS_EMA_MIN], ost[t, OS_EMA_MAX], qmin, qmax)
+    return qparams_from_range(mn, mx, qmin, qmax)
+
+
+@njit(cache=True)
+def _note_range(t, ost, mn, mx, sat):
+    if ost[t, OS_SEEN] == 0:
+        ost[t, OS_WIN_MIN] = mn
+        ost[t, OS_WIN_MAX] = mx
+    else:
+        ost[t, OS_WIN_MIN] = min(ost[t, OS_WIN_MIN], mn)
+        ost[t, OS_WIN_MAX] = max(ost[t, OS_WIN_MAX], mx)
+    ost[t, OS_SEEN] = 1
+    ost[t, OS_SAT] += sat
+
+
+@njit(cache=True)
+def _quantize_region(F, Q, off, n, scale, zp, qmin, qmax):
+    """Round half away from zero of x / scale in float32 (TFLite QUANTIZE rule)."""
+    s32 = np.float32(scale)
+    sat = 0
+    for i in range(n):
+        v = F[off + i] / s32
+        r = math.floor(abs(v) + 0.5)
+        q = int(r if v >= 0 else -r) + zp
+        if q < qmin:
+            q = qmin
+            sat += 1
+        elif q > qmax:
+            q = qmax
+            sat += 1
+        Q[off + i] = q
+    return sat
+
+
+@njit(cache=True)
+def _range(F, off, n):
+    mn = np.inf
+    mx = -np.inf
+    for i in range(n):
+        v = F[off + i]
+        if v < mn:
+            mn = v
+        if v > mx:
+            mx = v
+    return mn, mx
+
+
+@njit(cache=True)
+def _ensure(t, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8, Q16):
+    """Make tensor t available in precision p (convert at a precision boundary)."""
+    if valid[t] & (1 << p):
+        return
+    off = t_off[t]
+    n = t_size[t]
+    if not valid[t] & 1:
+        # dequantize from whichever integer copy exists
+        if valid[t] & (1 << P_I8):
+            s = qsc[t, P_I8]
+            z = qzp[t, P_I8]
+            for i in range(n):
+                F[off + i] = (Q8[off + i] - z) * s
+        else:
+            s = qsc[t, P_I16]
+            z = qzp[t, P_I16]
+            for i in range(n):
+                F[off + i] = (Q16[off + i] - z) * s
+        valid[t] |= 1
+    if p == P_F32:
+        return
+    mn, mx = _range(F, off, n)
+    scale, zp = _tensor_qparams(t, p, qmode, st_scale, st_zp, ost, mn, mx)
+    qmin, qmax = _qrange(p)
+    if p == P_I8:
+        sat = _quantize_region(F, Q8, off, n, scale, zp, qmin, qmax)
+    else:
+        sat = _quantize_region(F, Q16, off, n, scale, zp, qmin, qmax)
+    _note_range(t, ost, mn, mx, sat)
+    qsc[t, p] = scale
+    qzp[t, p] = zp
+    valid[t] |= 1 << p
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+@njit(cache=True)
+def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost,
+                F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift,
+                acc_f, acc_i32, acc_i64, mscale):
+    tin = L[i, LP_IN0]
+    tout = L[i, LP_OUT]
+    H, W, C = L[i, LP_H], L[i, LP_W], L[i, LP_C]
+    WO, CO = L[i, LP_WO], L[i, LP_CO]
+    KH, KW, SH, SW = L[i, LP_KH], L[i, LP_KW], L[i, LP_SH], L[i, LP_SW]
+    PT, PL, G, DH, DW = L[i, LP_PT], L[i, LP_PL], L[i, LP_G], L[i, LP_DH], L[i, LP_DW]
+    woff, coff = L[i, LP_WOFF], L[i, LP_COFF]
+    amin, amax = LF[i, 0], LF[i, 1]
+    in_off, out_off = t_off[tin], t_off[tout]
+    if p == P_F32:
+        for k in range(2):
+            r0, r1 = rows[i, 2 * k], rows[i, 2 * k + 1]
+            if r1 > r0:
+                conv_f32_rows(F, in_off, H, W, C, w_f32, woff, KH, KW, SH, SW, PT, PL, G, DH,
+                              DW, CO, WO, b_f32, coff, out_off, r0, r1, np.float32(amin),
+                              np.float32(amax), acc_f)
+        valid[tout] = 1
+        return
+    qmin, qmax = _qrange(p)
+    s_in = qsc[tin, p]
+    zp_in = qzp[tin, p]
+    fixed = L[i, LP_FIXED] == 1 and p == P_I8 and qmode[tout] == Q_STATIC
+    for c in range(CO):
+        ws = ws8[coff + c] if p == P_I8 else ws16[coff + c]
+        mscale[c] = s_in * ws
+    if fixed:
+        mode = 2
+        s_out, zp_out = st_scale[tout, p], st_zp[tout, p]
+        qlo, qhi = L[i, LP_QAMIN], L[i, LP_QAMAX]
+    elif qmode[tout] == Q_EXACT or (qmode[tout] == Q_RUNNING and ost[tout, OS_N] == 0):
+        mode = 0
+        s_out, zp_out = 1.0, 0
+        qlo, qhi = qmin, qmax
+    else:
+        mode = 1
+        s_out, zp_out = _tensor_qparams(tout, p, qmode, st_scale, st_zp, ost, 0.0, 0.0)
+        qlo, qhi = qmin, qmax
+    inv_s = 1.0 / s_out
+    mn = np.inf
+    mx = -np.inf
+    sat = 0
+    for k in range(2):
+        r0, r1 = rows[i, 2 * k], rows[i, 2 * k + 1]
+        if r1 <= r0:
+            continue
+        if p == P_I8:
+            a, b, s = conv_int_rows(Q8, zp_in, in_off, H, W, C, w_i8, woff, KH, KW, SH, SW, PT,
+                                    PL, G, DH, DW, CO, WO, out_off, r0, r1, acc_i32, mode,
+                                    mscale, b_f32, coff, amin, amax, F, inv_s, zp_out, qlo,
+                                    qhi, b_i32, mult, shift)
+        else:
+            a, b, s = conv_int_rows(Q16, zp_in, in_off, H, W, C, w_i16, woff, KH, KW, SH, SW,
+                                    PT, PL, G, DH, DW, CO, WO, out_off, r0, r1, acc_i64, mode,
+                                    mscale, b_f32, coff, amin, amax, F, inv_s, zp_out, qlo,
+                                    qhi, b_i32, mult, shift)
+        mn = min(mn, a)
+        mx = max(mx, b)
+        sat += s
+    if mode == 0:
+        valid[tout] = 1
+        _ensure(tout, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8,
+                Q16)
+        valid[tout] = 1 << p  # consumers see the quantized values, as in running mode
+        return
+    if mode == 1:
+        _note_range(tout, ost, mn, mx, sat)
+    qsc[tout, p] = s_out
+    qzp[tout, p] = zp_out
+    valid[tout] = 1 << p
+
+
+@njit(cache=True)
+def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, qmode,
+                st_scale, st_zp, ost, alpha, qsc, qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16,
+                b_f32, ws8, ws16, b_i32, mult, shift, acc_f, acc_i32, acc_i64, mscale):
+    """Run all layers once (one window, or one incremental step via ``rows``).
+
+    ``x_f32`` (or ``x_q8`` when ``input_prec`` is int8, using tensor 0's static
+    qparams) is written to tensor 0; ``out`` receives the last tensor in fp32.
+    Running-mode EMAs are updated at the end from the ranges seen in this call.
+    """
+    n_layers = L.shape[0]
+    n_t = t_off.shape[0]
+    for t in range(n_t):
+        valid[t] = 0
+        ost[t, OS_SEEN] = 0
+    off0 = t_off[0]
+    if input_prec == P_I8:
+        for j in range(t_size[0]):
+            Q8[off0 + j] = x_q8[j]
+        qsc[0, P_I8] = st_scale[0, P_I8]
+        qzp[0, P_I8] = st_zp[0, P_I8]
+        valid[0] = 1 << P_I8
+    else:
+        for j in range(t_size[0]):
+            F[off0 + j] = x_f32[j]
+        valid[0] = 1
+    for i in range(n_layers):
+        op = L[i, LP_OP]
+        p = prec[i]
+        tin = L[i, LP_IN0]
+        tout = L[i, LP_OUT]
+        if op == OP_SOFTMAX:
+            p = P_F32
+        _ensure(tin, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8,
+                Q16)
+        if op == OP_CONV:
+            _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_scale,
+                        st_zp, ost, F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32,
+                        mult, shift, acc_f, acc_i32, acc_i64, mscale)
+        elif op == OP_AVGPOOL or op == OP_MAXPOOL:
+            is_max = op == OP_MAXPOOL
+            for k in range(2):
+                r0, r1 = rows[i, 2 * k], rows[i, 2 * k + 1]
+                if r1 <= r0:
+                    continue
+                args = (t_off[tin], L[i, LP_H], L[i, LP_W], L[i, LP_C], L[i, LP_KH],
+                        L[i, LP_KW], L[i, LP_SH], L[i, LP_SW], L[i, LP_PT], L[i, LP_PL],
+                        L[i, LP_WO], t_off[tout], r0, r1)
+                if p == P_F32:
+                    pool_rows(F, *args, is_max, False)
+                elif p == P_I8:
+                    pool_rows(Q8, *args, is_max, True)
+                else:
+                    pool_rows(Q16, *args, is_max, True)
+            if p != P_F32:
+                qsc[tout, p] = qsc[tin, p]
+                qzp[tout, p] = qzp[tin, p]
+            valid[tout] = 1 << p
+        elif op == OP_ADD:
+            tin2 = L[i, LP_IN1]
+            _ensure(tin, P_F32, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F,
+                    Q8, Q16)
+            _ensure(tin2, P_F32, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost,
+                    F, Q8, Q16)
+            a0, b0, o0 = t_off[tin], t_off[tin2], t_off[tout]
+            amin, amax = np.float32(LF[i, 0]), np.float32(LF[i, 1])
+            for j in range(t_size[tout]):
+                v = F[a0 + j] + F[b0 + j]
+                if v < amin:
+                    v = amin
+                if v > amax:
+                    v = amax
+                F[o0 + j] = v
+            valid[tout] = 1
+            if p != P_F32:
+                _ensure(tout, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost,
+                        F, Q8, Q16)
+                valid[tout] = 1 << p
+        elif op == OP_SOFTMAX:
+            a0, o0, n = t_off[tin], t_off[tout], t_size[tout]
+            m = -np.inf
+            for j in range(n):
+                m = max(m, F[a0 + j])
+            s = 0.0
+            for j in range(n):
+                e = math.exp(F[a0 + j] - m)
+                F[o0 + j] = e
+                s += e
+            for j in range(n):
+                F[o0 + j] = F[o0 + j] / s
+            valid[tout] = 1
+    t_last = L[n_layers - 1, LP_OUT]
+    _ensure(t_last, P_F32, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8,
+            Q16)
+    for j in range(t_size[t_last]):
+        out[j] = F[t_off[t_last] + j]
+    for t in range(n_t):
+        if ost[t, OS_SEEN] == 1 and qmode[t] == Q_RUNNING:
+            if ost[t, OS_N] == 0:
+                ost[t, OS_EMA_MIN] = ost[t, OS_WIN_MIN]
+                ost[t, OS_EMA_MAX] = ost[t, OS_WIN_MAX]
+            else:
+                ost[t, OS_EMA_MIN] += alpha * (ost[t, OS_WIN_MIN] - ost[t, OS_EMA_MIN])
+                ost[t, OS_EMA_MAX] += alpha * (ost[t, OS_WIN_MAX] - ost[t, OS_EMA_MAX])
+            ost[t, OS_N] += 1

@@ -1,0 +1,371 @@
+"""Plan a :class:`~voxquant.models.graph.Graph` for the one-call executor.
+
+At load, once: every tensor gets an offset in ONE arena (buffers whose lives do
+not overlap share memory; the arena is reused across layers and calls),
+weights are prepacked for each precision (fp32; int8 and int16 symmetric per
+output channel), TFLite fixed-point multipliers are precomputed, and the plan
+is flattened into the arrays :func:`voxquant.kernels.network.run_network`
+takes. A :class:`PrecisionPlan` is only an array of per-layer codes, so
+switching between windows costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxquant.errors import ConfigError
+from voxquant.kernels import network as net
+from voxquant.models.graph import ADD, AVGPOOL, CONV, MAXPOOL, SOFTMAX, Graph
+
+PRECISIONS = {"fp32": net.P_F32, "int8": net.P_I8, "int16": net.P_I16}
+PRECISION_NAMES = {v: k for k, v in PRECISIONS.items()}
+QMODES = {"exact": net.Q_EXACT, "running": net.Q_RUNNING, "static": net.Q_STATIC}
+_OPS = {CONV: net.OP_CONV, AVGPOOL: net.OP_AVGPOOL, MAXPOOL: net.OP_MAXPOOL, ADD: net.OP_ADD,
+        SOFTMAX: net.OP_SOFTMAX}
+_ALIGN = 16
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """Per-layer precision codes (0 fp32, 1 int8, 2 int16)."""
+
+    codes: np.ndarray
+
+    @classmethod
+    def uniform(cls, n_layers: int, precision: str) -> PrecisionPlan:
+        """Every layer at ``precision`` ("fp32", "int8" or "int16")."""
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; use one of {list(PRECISIONS)}")
+        return cls(np.full(n_layers, PRECISIONS[precision], np.int64))
+
+    @classmethod
+    def from_names(cls, names: list[str]) -> PrecisionPlan:
+        """One precision name per layer."""
+        try:
+            return cls(np.array([PRECISIONS[n] for n in names], np.int64))
+        except KeyError as exc:
+            raise ConfigError(f"unknown precision {exc.args[0]!r}") from exc
+
+    def names(self) -> list[str]:
+        return [PRECISION_NAMES[int(c)] for c in self.codes]
+
+    def with_layer(self, index: int, precision: str) -> PrecisionPlan:
+        """A copy with one layer changed."""
+        codes = self.codes.copy()
+        codes[index] = PRECISIONS[precision]
+        return PrecisionPlan(codes)
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite ``QuantizeMultiplier``: real = q * 2^(shift - 31), q in [2^30, 2^31)."""
+    if real == 0.0:
+        return 0, 0
+    frac, shift = math.frexp(real)
+    q = int(round_half_away(frac * (1 << 31)))
+    if q == (1 << 31):
+        q //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q, shift
+
+
+def round_half_away(x: float) -> float:
+    return math.floor(abs(x) + 0.5) * (1.0 if x >= 0 else -1.0)
+
+
+def quantize_weights_symmetric(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel quantization of ``[kh, kw, cin, cout]`` weights."""
+    qmax = (1 << (bits - 1)) - 1
+    amax = np.abs(w.reshape(-1, w.shape[-1])).max(axis=0).astype(np.float64)
+    scale = np.where(amax > 0, amax / qmax, 1.0)
+    q = np.clip(np.rint(w / scale), -qmax, qmax)
+    return q.astype(np.int8 if bits == 8 else np.int16), scale
+
+
+def quantize_weights_pow2(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-uniform int8 weights: per channel, each weight is 0 or +-2^k * scale, k in 0..6.
+
+    Multiplication by such a weight is a shift; here it runs on the same int8
+    kernels, so it changes accuracy but not speed.
+    """
+    amax = np.abs(w.reshape(-1, w.shape[-1])).max(axis=0).astype(np.float64)
+    scale = np.where(amax > 0, amax / 64.0, 1.0)
+    r = np.abs(w) / scale
+    with np.errstate(divide="ignore"):
+        k = np.clip(np.rint(np.log2(np.maximum(r, 1e-30))), 0, 6)
+    mag = np.where(r < 0.5, 0.0, 2.0 ** k)
+    return (np.sign(w) * mag).astype(np.int8), scale
+
+
+def _offsets(sizes: list[int], first: list[int], last: list[int], reuse: bool) -> tuple[
+        np.ndarray, int]:
+    """First-fit arena offsets (elements); tensors alive at the same layer never overlap."""
+    n = len(sizes)
+    off = np.zeros(n, np.int64)
+    placed: list[int] = []
+    top = 0
+    for t in range(n):
+        size = -(-sizes[t] // _ALIGN) * _ALIGN
+        if not reuse:
+            off[t] = top
+            top += size
+            continue
+        busy = sorted((int(off[u]), int(off[u]) + -(-sizes[u] // _ALIGN) * _ALIGN)
+                      for u in placed if not (last[u] < first[t] or last[t] < first[u]))
+        cand = 0
+        for lo, hi in busy:
+            if cand + size <= lo:
+                break
+            cand = max(cand, hi)
+        off[t] = cand
+        top = max(top, cand + size)
+        placed.append(t)
+    return off, top
+
+
+class Plan:
+    """A planned network: flattened arrays, prepacked weights, one arena.
+
+    Parameters
+    ----------
+    graph : Graph
+        Imported network.
+    weight_scheme : str
+        "uniform" (int8 symmetric per channel) or "pow2" (power-of-two levels).
+    reuse_arena : bool
+        Share arena memory between tensors whose lives do not overlap. Off for
+        incremental mode and calibration, where every tensor must persist.
+    """
+
+    def __init__(self, graph: Graph, weight_scheme: str = "uniform", reuse_arena: bool = True):
+        if weight_scheme not in ("uniform", "pow2"):
+            raise ConfigError(f"unknown weight scheme {weight_scheme!r}")
+        self.graph = graph
+        self.weight_scheme = weight_scheme
+        layers = graph.layers
+        n_l, n_t = len(layers), graph.n_tensors
+        self.n_layers = n_l
+        sizes = [int(np.prod(graph.input_shape))] + [0] * (n_t - 1)
+        first = [-1] + [0] * (n_t - 1)
+        last = [-1] * n_t
+        for i, layer in enumerate(layers):
+            sizes[layer.output] = int(np.prod(layer.out_shape))
+            first[layer.output] = i
+            for t in layer.inputs:
+                last[t] = max(last[t], i)
+        for t in range(n_t):
+            last[t] = max(last[t], first[t])
+        last[layers[-1].output] = n_l
+        self.t_size = np.array(sizes, np.int64)
+        self._first, self._last = first, last
+        self.t_off, self.arena_elems = _offsets(sizes, first, last, reuse_arena)
+        self.arena = np.zeros(self.arena_elems * 7 + 64, np.uint8)
+        self.F, self.Q16, self.Q8 = self._views(self.arena, self.arena_elems)
+        self._pack(layers)
+        # runtime quantization state
+        self.qmode = np.full(n_t, net.Q_EXACT, np.int64)
+        self.st_scale = np.ones((n_t, 3), np.float64)
+        self.st_zp = np.zeros((n_t, 3), np.int64)
+        self.ost = np.zeros((n_t, net.N_OS), np.float64)
+        self.qsc = np.ones((n_t, 3), np.float64)
+        self.qzp = np.zeros((n_t, 3), np.int64)
+        self.valid = np.zeros(n_t, np.int64)
+        self.alpha = 0.1
+        cmax = max(int(layer.out_shape[2]) for layer in layers)
+        self.acc_f = np.zeros(cmax, np.float32)
+        self.acc_i32 = np.zeros(cmax, np.int32)
+        self.acc_i64 = np.zeros(cmax, np.int64)
+        self.mscale = np.zeros(cmax, np.float64)
+        self.rows_window = np.zeros((n_l, 4), np.int64)
+        self.rows_window[:, 1] = [layer.out_shape[0] for layer in layers]
+        self.out = np.zeros(int(np.prod(layers[-1].out_shape)), np.float32)
+        self._xq_dummy = np.zeros(1, np.int8)
+        if graph.is_int8:
+            self._set_tflite_static()
+
+    @staticmethod
+    def _views(arena: np.ndarray, n: int):
+        f = arena[: 4 * n].view(np.float32)
+        q16 = arena[4 * n: 6 * n].view(np.int16)
+        q8 = arena[6 * n: 7 * n].view(np.int8)
+        return f, q16, q8
+
+    def _pack(self, layers) -> None:
+        n_l = len(layers)
+        L = np.zeros((n_l, net.N_LP), np.int64)
+        LF = np.zeros((n_l, 2), np.float64)
+        w_f, w_8, w_16, b_f, s8, s16, b32, mul, sh = [], [], [], [], [], [], [], [], []
+        woff = coff = 0
+        for i, layer in enumerate(layers):
+            h, w, c = layer.in_shape
+            ho, wo, co = layer.out_shape
+            L[i, :] = 0
+            L[i, net.LP_OP] = _OPS[layer.kind]
+            L[i, net.LP_IN0] = layer.inputs[0]
+            L[i, net.LP_IN1] = layer.inputs[1] if len(layer.inputs) > 1 else -1
+            L[i, net.LP_OUT] = layer.output
+            L[i, [net.LP_H, net.LP_W, net.LP_C, net.LP_HO, net.LP_WO, net.LP_CO]] = (
+                h, w, c, ho, wo, co)
+            L[i, [net.LP_KH, net.LP_KW]] = layer.kernel
+            L[i, [net.LP_SH, net.LP_SW]] = layer.stride
+            L[i, net.LP_PT], L[i, net.LP_PL] = layer.pads[0], layer.pads[2]
+            L[i, net.LP_G] = layer.groups
+            L[i, [net.LP_DH, net.LP_DW]] = layer.dilation
+            LF[i] = (layer.act_min, layer.act_max)
+            if layer.kind != CONV:
+                continue
+            wt = layer.weights.astype(np.float32)
+            L[i, net.LP_WOFF], L[i, net.LP_COFF] = woff, coff
+            q = layer.quant
+            if q is not None and q.weight_int8 is not None:
+                q8, sc8 = q.weight_int8, q.weight_scales.astype(np.float64)
+            elif self.weight_scheme == "pow2":
+                q8, sc8 = quantize_weights_pow2(wt)
+            else:
+                q8, sc8 = quantize_weights_symmetric(wt, 8)
+            q16, sc16 = quantize_weights_symmetric(wt, 16)
+            w_f.append(wt.ravel())
+            w_8.append(q8.ravel())
+            w_16.append(q16.ravel())
+            b_f.append(layer.bias.astype(np.float32))
+            s8.append(sc8)
+            s16.append(sc16)
+            if q is not None and q.bias_int32 is not None:
+                is_fc = layer.name.startswith("FULLY_CONNECTED")
+                ms, shs = [], []
+                for ch in range(co):
+                    if is_fc:  # TFLite multiplies the two float scales in float32 first
+                        prod = float(np.float32(q.input_scale) * np.float32(q.weight_scales[ch]))
+                    else:
+                        prod = float(np.float32(q.input_scale)) * float(q.weight_scales[ch])
+                    m, s = quantize_multiplier(prod / float(np.float32(q.output_scale)))
+                    ms.append(m)
+                    shs.append(s)
+                mul.append(np.array(ms, np.int64))
+                sh.append(np.array(shs, np.int64))
+                b32.append(q.bias_int32.astype(np.int64))
+                L[i, net.LP_FIXED] = 1
+                zp, s_out = q.output_zero_point, q.output_scale
+                lo = -128 if not np.isfinite(layer.act_min) else max(
+                    -128, zp + int(round_half_away(layer.act_min / s_out)))
+                hi = 127 if not np.isfinite(layer.act_max) else min(
+                    127, zp + int(round_half_away(layer.act_max / s_out)))
+                L[i, net.LP_QAMIN], L[i, net.LP_QAMAX] = lo, hi
+            else:
+                mul.append(np.zeros(co, np.int64))
+                sh.append(np.zeros(co, np.int64))
+                b32.append(np.zeros(co, np.int64))
+            woff += wt.size
+            coff += co
+
+        def cat(parts, dtype):
+            return np.ascontiguousarray(np.concatenate(parts).astype(dtype)) if parts else (
+                np.zeros(1, dtype))
+
+        self.L, self.LF = L, LF
+        self.w_f32, self.w_i8, self.w_i16 = cat(w_f, np.float32), cat(w_8, np.int8), cat(
+            w_16, np.int16)
+        self.b_f32, self.ws8, self.ws16 = cat(b_f, np.float32), cat(s8, np.float64), cat(
+            s16, np.float64)
+        self.b_i32, self.mult, self.shift = cat(b32, np.int64), cat(mul, np.int64), cat(
+            sh, np.int64)
+
+    def _set_tflite_static(self) -> None:
+        """Freeze a full-integer model's own activation qparams (int8, static)."""
+        s, z = self.graph.input_quant
+        self.st_scale[0, net.P_I8], self.st_zp[0, net.P_I8] = s, z
+        for layer in self.graph.layers:
+            if layer.quant is not None:
+                t = layer.output
+                self.st_scale[t, net.P_I8] = layer.quant.output_scale
+                self.st_zp[t, net.P_I8] = layer.quant.output_zero_point
+        self.qmode[:] = net.Q_STATIC
+        # int16 (and fp32) runs of an int8 model have no frozen int16 scales: exact per window
+        self.st_scale[:, net.P_I16] = 0.0
+
+    # ------------------------------------------------------------------ running
+
+    def set_qmode(self, mode: str) -> None:
+        """Activation-scale mode for all tensors: "exact", "running" or "static"."""
+        if mode not in QMODES:
+            raise ConfigError(f"unknown quantization mode {mode!r}; use {list(QMODES)}")
+        self.qmode[:] = QMODES[mode]
+
+    def reset_stats(self) -> None:
+        self.ost[:] = 0.0
+
+    def run(self, x: np.ndarray, codes: np.ndarray, x_q8: np.ndarray | None = None,
+            rows: np.ndarray | None = None) -> np.ndarray:
+        """One call of the compiled network; returns the output (fp32) buffer."""
+        return self._run(x, codes, x_q8, rows, self.t_off, self.F, self.Q8, self.Q16)
+
+    def _run(self, x, codes, x_q8, rows, t_off, F, Q8, Q16) -> np.ndarray:
+        in_prec = net.P_I8 if x_q8 is not None else net.P_F32
+        net.run_network(x, x_q8 if x_q8 is not None else self._xq_dummy, in_prec, self.out,
+                        self.L, self.LF, codes, self.rows_window if rows is None else rows,
+                        t_off, self.t_size, self.qmode, self.st_scale, self.st_zp, self.ost,
+                        self.alpha, self.qsc, self.qzp, self.valid, F, Q8, Q16, self.w_f32,
+                        self.w_i8, self.w_i16, self.b_f32, self.ws8, self.ws16, self.b_i32,
+                        self.mult, self.shift, self.acc_f, self.acc_i32, self.acc_i64,
+                        self.mscale)
+        return self.out
+
+    def tensors_fp32(self, x: np.ndarray) -> list[np.ndarray]:
+        """All activations of one fp32 run (no arena reuse): calibration input."""
+        sizes = [int(s) for s in self.t_size]
+        off, top = _offsets(sizes, self._first, self._last, reuse=False)
+        arena = np.zeros(top * 7 + 64, np.uint8)
+        F, Q16, Q8 = self._views(arena, top)
+        codes = np.zeros(self.n_layers, np.int64)
+        saved = self.qmode.copy()
+        self.qmode[:] = net.Q_EXACT
+        try:
+            self._run(x, codes, None, None, off, F, Q8, Q16)
+        finally:
+            self.qmode[:] = saved
+        return [F[off[t]: off[t] + sizes[t]].copy() for t in range(len(sizes))]
+
+    # ------------------------------------------------------------------ report
+
+    def weight_bytes(self, codes: np.ndarray | None = None) -> int:
+        total = 0
+        for i, layer in enumerate(self.graph.layers):
+            if layer.kind != CONV:
+                continue
+            p = net.P_F32 if codes is None else int(codes[i])
+            total += layer.weights.size * (4, 1, 2)[p] + layer.out_shape[2] * 4
+        return int(total)
+
+    def describe(self, codes: np.ndarray | None = None) -> dict:
+        """Layers, MACs, precision per layer, weight and arena bytes, peak memory."""
+        if codes is None:
+            codes = np.zeros(self.n_layers, np.int64)
+        rows = []
+        for i, layer in enumerate(self.graph.layers):
+            p = int(codes[i]) if layer.kind != SOFTMAX else net.P_F32
+            wb = 0 if layer.kind != CONV else layer.weights.size * (4, 1, 2)[p] + 4 * (
+                layer.out_shape[2])
+            rows.append({"index": i, "name": layer.name, "kind": layer.kind,
+                         "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
+                         "macs": layer.macs, "precision": PRECISION_NAMES[p],
+                         "weight_bytes": int(wb)})
+        packed = sum(a.nbytes for a in (self.w_f32, self.w_i8, self.w_i16, self.b_f32, self.ws8,
+                                        self.ws16, self.b_i32, self.mult, self.shift))
+        state = sum(a.nbytes for a in (self.L, self.LF, self.st_scale, self.st_zp, self.ost,
+                                       self.qsc, self.qzp, self.acc_f, self.acc_i32,
+                                       self.acc_i64, self.mscale))
+        return {
+            "layers": rows,
+            "total_macs": int(sum(r["macs"] for r in rows)),
+            "weight_bytes": int(sum(r["weight_bytes"] for r in rows)),
+            "packed_weight_bytes_all_precisions": int(packed),
+            "arena_bytes": int(self.arena.nbytes),
+            "arena_elements": int(self.arena_elems),
+            "activation_elements_without_reuse": int(self.t_size.sum()),
+            "peak_memory_bytes": int(self.arena.nbytes + packed + state),
+            "weight_scheme": self.weight_scheme,
+        }
