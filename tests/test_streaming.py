@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from tinymodel import write_tiny_model
 
 from voxquant.errors import ConfigError
 from voxquant.spotter import KeywordSpotter
@@ -107,33 +105,7 @@ def test_queue_reraises_producer_errors():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    """A 49x40 -> 4 class conv model with a model card, written by the test."""
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32) * 0.2, "w")
-    b = numpy_helper.from_array(np.zeros(8, np.float32), "b")
-    fc = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "fc")
-    fb = numpy_helper.from_array(np.zeros(4, np.float32), "fb")
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], strides=[2, 2], pads=[2, 1, 0, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc", "fb"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 49, 40])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 4])],
-        [w, b, fc, fb],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    folder = tmp_path_factory.mktemp("tiny")
-    onnx.save(model, folder / "tiny.onnx")
-    card = {"name": "tiny", "classes": list(LABELS), "frontend": "kws", "window_frames": 49,
-            "macs": 1000}
-    (folder / "tiny.json").write_text(json.dumps(card))
-    return folder / "tiny.onnx"
+    return write_tiny_model(tmp_path_factory.mktemp("tiny"), LABELS)
 
 
 def _speechy(seconds: float, seed: int = 0) -> np.ndarray:

@@ -11,9 +11,10 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from voxquant.errors import ConfigError
@@ -85,8 +86,10 @@ def true_label(path: Path, labels: tuple[str, ...]) -> str | None:
     return "_unknown_" if "_unknown_" in labels else None
 
 
-def _init_worker(model, policy, runtime, threshold, clip_max_s) -> None:
+def _init_worker(model, policy, runtime, threshold, clip_max_s, in_child=False) -> None:
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    if in_child:  # Ctrl-C is the parent's to handle: it keeps what is done
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _SCORER
     from voxquant.scoring import FileScorer
 
@@ -157,9 +160,11 @@ def _run_batches(engine: str, workers: int, init: tuple, batches: list):
         for batch in batches:
             yield _score_batch(batch)
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init) as pool:
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(*init, True)) as pool:
+        futures = [pool.submit(_score_batch, batch) for batch in batches]
         try:
-            yield from pool.map(_score_batch, batches)
+            for future in as_completed(futures):
+                yield future.result()
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
