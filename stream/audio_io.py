@@ -27,6 +27,8 @@ MIN_SAMPLE_RATE_HZ = 1_000
 MAX_SAMPLE_RATE_HZ = 384_000
 #: More channels than this is treated as a corrupt header.
 MAX_CHANNELS = 64
+# Memory bound: at most max_seconds of 48 kHz stereo worth of decoded values.
+_VALUES_PER_SECOND = 48_000 * 2
 
 # Errors soundfile/libsndfile raise on bad input (LibsndfileError is a RuntimeError).
 _DECODE_ERRORS = (RuntimeError, ValueError, TypeError, OverflowError, EOFError, OSError)
@@ -111,7 +113,8 @@ def load_audio(
         ``num_samples=None`` reads to the end. Asking for more frames than the
         file holds is an error, so a segment always has the length asked for.
     max_seconds : float
-        Refuse (from the header, before reading) a part longer than this, so a
+        Refuse (from the header, before reading) a part longer than this, or
+        holding more values than this many seconds of 48 kHz stereo, so a
         corrupt or hostile header cannot make us allocate gigabytes.
 
     Returns
@@ -156,6 +159,12 @@ def load_audio(
         raise AudioDecodeError(
             path,
             f"{wanted / info.sample_rate_hz:.0f} s of audio exceeds max_seconds={max_seconds:g}",
+        )
+    if wanted * info.channels > max_seconds * _VALUES_PER_SECOND:
+        raise AudioDecodeError(
+            path,
+            f"{wanted} frames x {info.channels} channels at {info.sample_rate_hz} Hz is more "
+            f"data than {max_seconds:g} s of 48 kHz stereo",
         )
 
     try:

@@ -111,6 +111,12 @@ def test_max_seconds_is_checked_from_header(tmp_path: Path) -> None:
     with pytest.raises(AudioDecodeError, match="max_seconds"):
         load_audio(path, max_seconds=1.0)
     assert load_audio(path, num_samples=8000, max_seconds=1.0).size == 8000
+    # many channels at a high rate: bounded by values, not only by seconds
+    wide = tmp_path / "wide.wav"
+    sf.write(wide, np.zeros((192000, 8), np.float32), 192000, subtype="PCM_16")
+    with pytest.raises(AudioDecodeError, match="48 kHz stereo"):
+        load_audio(wide, max_seconds=2.0)
+    assert load_audio(wide, max_seconds=20.0).size == 16000
 
 
 def test_audio_info(tmp_path: Path) -> None:
