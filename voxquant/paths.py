@@ -27,9 +27,11 @@ def shared_data_dir(required: bool = True) -> Path | None:
         otherwise return ``None``.
     """
     env = os.environ.get("VOXQUANT_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(PROJECT_ROOT.parent / "shared" / "data")
-    candidates.append(Path.cwd().parent / "shared" / "data")
+    if env:  # an explicit setting is the only place looked at
+        candidates = [Path(env)]
+    else:
+        shared = Path("shared") / "data"
+        candidates = [PROJECT_ROOT.parent / shared, Path.cwd().parent / shared]
     for path in candidates:
         if path.is_dir():
             return path.resolve()
