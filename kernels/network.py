@@ -90,6 +90,18 @@ def _rdbpot(x, exponent):
 
 
 @njit(cache=True, inline="always")
+def mbqm_single(x, mult, shift, reduced):
+    """TFLite single-rounding requantization (its int64-accumulator form when ``reduced``)."""
+    if reduced:
+        m = (mult + (1 << 15)) >> 16 if mult < 0x7FFF0000 else 0x7FFF
+        total = 15 - shift
+    else:
+        m = mult
+        total = 31 - shift
+    return (x * m + (1 << (total - 1))) >> total
+
+
+@njit(cache=True, inline="always")
 def mbqm(x, mult, shift):
     """TFLite ``MultiplyByQuantizedMultiplier`` (double rounding, int32 saturating)."""
     left = shift if shift > 0 else 0
@@ -182,7 +194,7 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
 @njit(cache=True)
 def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW, CO, WO,
                   out_off, r0, r1, acc, store_mode, mscale, bias_f, coff, amin, amax, F,
-                  inv_s, zp_out, qmin, qmax, b_i32, mult, shift):
+                  inv_s, zp_out, qmin, qmax, b_i32, mult, shift, rounding):
     """Integer conv on rows [r0, r1) with its store.
 
     store_mode 0: real values to the fp32 region (exact per-window mode);
@@ -200,8 +212,12 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
             ob = out_off + (oh * WO + ow) * CO
             if store_mode == 2:
                 for c in range(CO):
-                    v = mbqm(np.int64(acc[c]) + b_i32[coff + c], mult[coff + c],
-                             shift[coff + c]) + zp_out
+                    a = np.int64(acc[c]) + b_i32[coff + c]
+                    if rounding == 1:
+                        v = mbqm(a, mult[coff + c], shift[coff + c]) + zp_out
+                    else:
+                        v = mbqm_single(a, mult[coff + c], shift[coff + c],
+                                        rounding == 3) + zp_out
                     if v < qmin:
                         v = qmin
                     if v > qmax:
@@ -398,7 +414,7 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
     qmin, qmax = _qrange(p)
     s_in = qsc[tin, p]
     zp_in = qzp[tin, p]
-    fixed = L[i, LP_FIXED] == 1 and p == P_I8 and qmode[tout] == Q_STATIC
+    fixed = L[i, LP_FIXED] >= 1 and p == P_I8 and qmode[tout] == Q_STATIC
     for c in range(CO):
         ws = ws8[coff + c] if p == P_I8 else ws16[coff + c]
         mscale[c] = s_in * ws
@@ -426,12 +442,12 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
             a, b, s = conv_int_rows(Q8, zp_in, in_off, H, W, C, w_i8, woff, KH, KW, SH, SW, PT,
                                     PL, G, DH, DW, CO, WO, out_off, r0, r1, acc_i32, mode,
                                     mscale, b_f32, coff, amin, amax, F, inv_s, zp_out, qlo,
-                                    qhi, b_i32, mult, shift)
+                                    qhi, b_i32, mult, shift, L[i, LP_FIXED])
         else:
             a, b, s = conv_int_rows(Q16, zp_in, in_off, H, W, C, w_i16, woff, KH, KW, SH, SW,
                                     PT, PL, G, DH, DW, CO, WO, out_off, r0, r1, acc_i64, mode,
                                     mscale, b_f32, coff, amin, amax, F, inv_s, zp_out, qlo,
-                                    qhi, b_i32, mult, shift)
+                                    qhi, b_i32, mult, shift, L[i, LP_FIXED])
         mn = min(mn, a)
         mx = max(mx, b)
         sat += s

@@ -26,6 +26,7 @@ QMODES = {"exact": net.Q_EXACT, "running": net.Q_RUNNING, "static": net.Q_STATIC
 _OPS = {CONV: net.OP_CONV, AVGPOOL: net.OP_AVGPOOL, MAXPOOL: net.OP_MAXPOOL, ADD: net.OP_ADD,
         SOFTMAX: net.OP_SOFTMAX}
 _ALIGN = 16
+FC_ROUNDING = 2  # LiteRT reference FC: single rounding (0 mismatches; 3 gave 2)
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ class Plan:
             s8.append(sc8)
             s16.append(sc16)
             if q is not None and q.bias_int32 is not None:
-                is_fc = layer.name.startswith("FULLY_CONNECTED")
+                is_fc = False  # TFLite >= 2.x multiplies the scales in double for FC too
                 ms, shs = [], []
                 for ch in range(co):
                     if is_fc:  # TFLite multiplies the two float scales in float32 first
@@ -248,7 +249,7 @@ class Plan:
                 mul.append(np.array(ms, np.int64))
                 sh.append(np.array(shs, np.int64))
                 b32.append(q.bias_int32.astype(np.int64))
-                L[i, net.LP_FIXED] = 1
+                L[i, net.LP_FIXED] = FC_ROUNDING if layer.name.startswith("FULLY_CONNECTED") else 1
                 zp, s_out = q.output_zero_point, q.output_scale
                 lo = -128 if not np.isfinite(layer.act_min) else max(
                     -128, zp + int(round_half_away(layer.act_min / s_out)))
