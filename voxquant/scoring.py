@@ -134,19 +134,26 @@ class FileScorer:
         level = self._controller.target_level(est.snr_db)
         return self._levels[min(level, len(self._levels) - 1)]
 
-    def _score_clip(self, path, audio, duration_s, label) -> ScoreRow:
+    def classify(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
+        """Posteriors of one clip (the most energetic window) and the level used.
+
+        Clips shorter than a window are zero-padded at the end, as in training.
+        The returned array is the runner's buffer: copy it to keep it.
+        """
         window = self._window_samples
-        if audio.shape[0] < window:  # zero-pad at the end, as clips are in training
+        if audio.shape[0] < window:
             audio = np.concatenate([audio, np.zeros(window - audio.shape[0], np.float32)])
         self._frontend.reset()
         n = self._frontend.push_into(audio, self._features, self._energy)
         frames = self.card.window_frames
         energies = self._energy[:n]
-        # Longer than one window: the window holding the most energy.
         sums = np.convolve(energies, np.ones(frames), mode="valid")
         start = int(np.argmax(sums))
         level = self._clip_level(energies)
-        probs = self._runner.run(self._features[start : start + frames], level)
+        return self._runner.run(self._features[start : start + frames], level), level
+
+    def _score_clip(self, path, audio, duration_s, label) -> ScoreRow:
+        probs, level = self.classify(audio)
         order = np.argsort(probs)[::-1][:3]
         labels = self.card.labels
         return ScoreRow(
