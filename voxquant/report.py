@@ -331,7 +331,12 @@ def _html(r: dict, plots: dict) -> str:
         f"<td>{_fmt(t['accuracy'], pct=True)}</td><td>{t['median_us']:.1f}</td>"
         f"<td>{t['size_kb']:.0f}</td></tr>" for t in r["model_table"])
     img = '<img alt="{alt}" src="data:image/png;base64,{data}">'
-    timeline = img.format(alt="timeline", data=plots["timeline"]) if plots["timeline"] else ""
+    missing = "<p><i>Not available: the runtime offers no adaptive policy.</i></p>"
+    timeline = img.format(alt="timeline", data=plots["timeline"]) if plots["timeline"] else missing
+    if not save_rows:
+        save_rows = '<tr><td colspan="5">not available: no adaptive policy here</td></tr>'
+    if not table_rows:
+        table_rows = '<tr><td colspan="5">no shipped models installed</td></tr>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>voxquant report: {e(r['model'])}</title>
 <style>
