@@ -390,6 +390,20 @@ def _ensure(t, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F
 
 
 @njit(cache=True)
+def _shift_up(F, Q8, Q16, p, off, n, row):
+    """Drop the oldest row of a cached [rows, row] tensor (incremental mode)."""
+    if p == P_F32:
+        for j in range(n - row):
+            F[off + j] = F[off + row + j]
+    elif p == P_I8:
+        for j in range(n - row):
+            Q8[off + j] = Q8[off + row + j]
+    else:
+        for j in range(n - row):
+            Q16[off + j] = Q16[off + row + j]
+
+
+@njit(cache=True)
 def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost,
                 F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift,
                 acc_f, acc_i32, acc_i64, mscale):
@@ -467,12 +481,15 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
 @njit(cache=True)
 def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, qmode,
                 st_scale, st_zp, ost, alpha, qsc, qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16,
-                b_f32, ws8, ws16, b_i32, mult, shift, acc_f, acc_i32, acc_i64, mscale):
+                b_f32, ws8, ws16, b_i32, mult, shift, acc_f, acc_i32, acc_i64, mscale,
+                shift_rows):
     """Run all layers once (one window, or one incremental step via ``rows``).
 
     ``x_f32`` (or ``x_q8`` when ``input_prec`` is int8, using tensor 0's static
     qparams) is written to tensor 0; ``out`` receives the last tensor in fp32.
     Running-mode EMAs are updated at the end from the ranges seen in this call.
+    ``shift_rows[i] == 1`` (incremental mode) moves layer i's cached output up
+    by one row before ``rows`` recomputes only the rows that changed.
     """
     n_layers = L.shape[0]
     n_t = t_off.shape[0]
@@ -497,6 +514,8 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
         tout = L[i, LP_OUT]
         if op == OP_SOFTMAX:
             p = P_F32
+        if shift_rows[i] == 1:
+            _shift_up(F, Q8, Q16, p, t_off[tout], t_size[tout], L[i, LP_WO] * L[i, LP_CO])
         _ensure(tin, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8,
                 Q16)
         if op == OP_CONV:

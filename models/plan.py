@@ -181,6 +181,7 @@ class Plan:
         self.acc_i32 = np.zeros(cmax, np.int32)
         self.acc_i64 = np.zeros(cmax, np.int64)
         self.mscale = np.zeros(cmax, np.float64)
+        self.no_shift = np.zeros(n_l, np.int64)
         self.rows_window = np.zeros((n_l, 4), np.int64)
         self.rows_window[:, 1] = [layer.out_shape[0] for layer in layers]
         self.out = np.zeros(int(np.prod(layers[-1].out_shape)), np.float32)
@@ -285,8 +286,19 @@ class Plan:
                 self.st_scale[t, net.P_I8] = layer.quant.output_scale
                 self.st_zp[t, net.P_I8] = layer.quant.output_zero_point
         self.qmode[:] = net.Q_STATIC
-        # int16 (and fp32) runs of an int8 model have no frozen int16 scales: exact per window
-        self.st_scale[:, net.P_I16] = 0.0
+        # int16 layers of an int8 model cover the same real range with 65536 levels
+        for t in range(self.graph.n_tensors):
+            s8, z8 = self.st_scale[t, net.P_I8], self.st_zp[t, net.P_I8]
+            s16, z16 = net.qparams_from_range((-128 - z8) * s8, (127 - z8) * s8, -32768, 32767)
+            self.st_scale[t, net.P_I16], self.st_zp[t, net.P_I16] = s16, z16
+
+    def set_static_ranges(self, ranges: np.ndarray) -> None:
+        """Freeze per-tensor (min, max) ranges (from calibration) for int8 and int16."""
+        for t, (mn, mx) in enumerate(np.asarray(ranges, np.float64)):
+            for p, (lo, hi) in ((net.P_I8, (-128, 127)), (net.P_I16, (-32768, 32767))):
+                s, z = net.qparams_from_range(float(mn), float(mx), lo, hi)
+                self.st_scale[t, p], self.st_zp[t, p] = s, z
+        self.qmode[:] = net.Q_STATIC
 
     # ------------------------------------------------------------------ running
 
@@ -300,11 +312,12 @@ class Plan:
         self.ost[:] = 0.0
 
     def run(self, x: np.ndarray, codes: np.ndarray, x_q8: np.ndarray | None = None,
-            rows: np.ndarray | None = None) -> np.ndarray:
+            rows: np.ndarray | None = None, shift_rows: np.ndarray | None = None) -> np.ndarray:
         """One call of the compiled network; returns the output (fp32) buffer."""
-        return self._run(x, codes, x_q8, rows, self.t_off, self.F, self.Q8, self.Q16)
+        return self._run(x, codes, x_q8, rows, self.t_off, self.F, self.Q8, self.Q16,
+                         shift_rows)
 
-    def _run(self, x, codes, x_q8, rows, t_off, F, Q8, Q16) -> np.ndarray:
+    def _run(self, x, codes, x_q8, rows, t_off, F, Q8, Q16, shift_rows=None) -> np.ndarray:
         in_prec = net.P_I8 if x_q8 is not None else net.P_F32
         net.run_network(x, x_q8 if x_q8 is not None else self._xq_dummy, in_prec, self.out,
                         self.L, self.LF, codes, self.rows_window if rows is None else rows,
@@ -312,7 +325,7 @@ class Plan:
                         self.alpha, self.qsc, self.qzp, self.valid, F, Q8, Q16, self.w_f32,
                         self.w_i8, self.w_i16, self.b_f32, self.ws8, self.ws16, self.b_i32,
                         self.mult, self.shift, self.acc_f, self.acc_i32, self.acc_i64,
-                        self.mscale)
+                        self.mscale, self.no_shift if shift_rows is None else shift_rows)
         return self.out
 
     def tensors_fp32(self, x: np.ndarray) -> list[np.ndarray]:

@@ -1,0 +1,337 @@
+"""Public model engine: ``load(path_or_name) -> Model``.
+
+A :class:`Model` runs one feature window per call (``model(features)``) in a
+single compiled call, reports its plan (``describe()``), and switches
+per-layer precision at run time (``set_precision``) without reloading.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from voxquant.errors import ConfigError
+from voxquant.kernels import network as net
+from voxquant.models.graph import AVGPOOL, CONV, MAXPOOL, SOFTMAX, Graph
+from voxquant.models.plan import PRECISIONS, Plan, PrecisionPlan
+from voxquant.stream.quantizer import calibrate as _calibrate
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models" / "shipped"
+SHIPPED_NAMES = ("kws12", "digits")
+MLPERF_NAMES = {"mlperf-kws": "kws_ref_model_float32.onnx",
+                "mlperf-kws-int8": "kws_ref_model.tflite"}
+
+
+def _resolve(path_or_name: str | Path) -> Path:
+    s = str(path_or_name)
+    if s in SHIPPED_NAMES:
+        p = SHIPPED_DIR / f"{s}.onnx"
+        if not p.is_file():
+            raise ConfigError(f"shipped model {s!r} is not available (expected {p})")
+        return p
+    if s in MLPERF_NAMES:
+        from voxquant.paths import shared_models_dir
+
+        d = shared_models_dir(required=False)
+        if d is None or not (d / "mlperf_tiny_kws" / MLPERF_NAMES[s]).is_file():
+            raise ConfigError(f"model {s!r} needs shared/models/mlperf_tiny_kws/")
+        return d / "mlperf_tiny_kws" / MLPERF_NAMES[s]
+    p = Path(s)
+    if not p.is_file():
+        known = ", ".join(SHIPPED_NAMES + tuple(MLPERF_NAMES))
+        raise ConfigError(f"no model file at {s!r} (known names: {known})")
+    return p
+
+
+def import_model(path: str | Path) -> Graph:
+    """Import an .onnx or .tflite file into a :class:`Graph`."""
+    p = Path(path)
+    if p.suffix == ".onnx":
+        from voxquant.models.onnx_import import import_onnx
+
+        return import_onnx(p)
+    if p.suffix == ".tflite":
+        from voxquant.models.tflite_import import import_tflite
+
+        return import_tflite(p)
+    raise ConfigError(f"unknown model format {p.suffix!r} (use .onnx or .tflite)")
+
+
+class Model:
+    """A loaded, planned network.
+
+    Parameters
+    ----------
+    graph : Graph
+        Imported network.
+    weight_scheme : str
+        "uniform" int8 weights (default) or "pow2" (non-uniform power-of-two).
+    labels : tuple of str, optional
+        Class names in output order (from the model card JSON when present).
+    """
+
+    def __init__(self, graph: Graph, weight_scheme: str = "uniform",
+                 labels: tuple[str, ...] | None = None) -> None:
+        self.graph = graph
+        self.labels = labels
+        self.plan = Plan(graph, weight_scheme=weight_scheme)
+        n = self.plan.n_layers
+        self.precision = PrecisionPlan.uniform(n, "int8" if graph.is_int8 else "fp32")
+        self._x = np.zeros(int(np.prod(graph.input_shape)), np.float32)
+
+    # ------------------------------------------------------------------ shape
+
+    @property
+    def input_frames(self) -> int:
+        return int(self.graph.input_shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.graph.input_shape[1] * self.graph.input_shape[2])
+
+    @property
+    def n_layers(self) -> int:
+        return self.plan.n_layers
+
+    def _flat(self, features: np.ndarray) -> np.ndarray:
+        f = np.asarray(features, np.float32)
+        if f.size != self._x.size:
+            raise ConfigError(
+                f"features of shape {f.shape} do not fit the model input "
+                f"{self.input_frames} frames x {self.n_features} features")
+        return np.ascontiguousarray(f.reshape(-1))
+
+    # ------------------------------------------------------------------ run
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """Run one window ``[frames, features]``; returns the output (probabilities)."""
+        return self.plan.run(self._flat(features), self.precision.codes).copy()
+
+    def run_quantized_input(self, q: np.ndarray) -> np.ndarray:
+        """Run a full-integer model on an already int8-quantized input window."""
+        if not self.graph.is_int8:
+            raise ConfigError("run_quantized_input needs a full-integer (int8) model")
+        q = np.ascontiguousarray(np.asarray(q, np.int8).reshape(-1))
+        if q.size != self._x.size:
+            raise ConfigError(f"quantized input of {q.size} values does not fit the model")
+        return self.plan.run(self._x, self.precision.codes, x_q8=q).copy()
+
+    # ------------------------------------------------------------------ precision
+
+    def set_precision(self, plan_or_policy) -> PrecisionPlan:
+        """Switch precision between windows (no reload, no recompilation).
+
+        Accepts a :class:`PrecisionPlan`, a precision name for every layer
+        ("fp32", "int8", "int16"), "mixed" (first conv and the classifier head
+        in int16, the rest int8), a list of names, or a dict {layer index or
+        name: precision} applied on top of the current plan.
+        """
+        n = self.n_layers
+        p = plan_or_policy
+        if isinstance(p, PrecisionPlan):
+            plan = p
+        elif isinstance(p, str) and p == "mixed":
+            plan = self.mixed_plan()
+        elif isinstance(p, str):
+            plan = PrecisionPlan.uniform(n, p)
+        elif isinstance(p, dict):
+            names = {layer.name: i for i, layer in enumerate(self.graph.layers)}
+            plan = self.precision
+            for key, prec in p.items():
+                idx = names.get(key, key)
+                if not isinstance(idx, int) or not 0 <= idx < n:
+                    raise ConfigError(f"unknown layer {key!r}")
+                plan = plan.with_layer(idx, prec)
+        else:
+            plan = PrecisionPlan.from_names(list(p))
+        if plan.codes.shape != (n,):
+            raise ConfigError(f"precision plan has {plan.codes.size} codes for {n} layers")
+        self.precision = PrecisionPlan(np.ascontiguousarray(plan.codes, np.int64))
+        return self.precision
+
+    def mixed_plan(self, wide: str = "int16", order: list[int] | None = None,
+                   n_wide: int = 2) -> PrecisionPlan:
+        """int8 everywhere except ``n_wide`` layers kept at ``wide`` precision.
+
+        ``order`` ranks layers by sensitivity (most sensitive first, from
+        :meth:`sensitivity`); without it the seed rule is used: the first conv
+        and the last conv (the classifier head).
+        """
+        convs = [i for i, layer in enumerate(self.graph.layers) if layer.kind == CONV]
+        if order is None:
+            order = [convs[0], convs[-1]] if convs else []
+        plan = PrecisionPlan.uniform(self.n_layers, "int8")
+        for i in order[:n_wide]:
+            plan = plan.with_layer(i, wide)
+        return plan
+
+    def sensitivity(self, windows: list[np.ndarray], labels: np.ndarray | None = None,
+                    precision: str = "int8") -> list[tuple[int, float]]:
+        """Rank layers by the accuracy lost when only that layer runs at ``precision``.
+
+        Loss is measured against ``labels`` (top-1) when given, else as the mean
+        absolute output difference from fp32. Returns [(layer, loss)], worst first.
+        """
+        saved = self.precision
+        try:
+            self.set_precision("fp32")
+            ref = np.array([self(w) for w in windows])
+            base = (ref.argmax(1) == labels).mean() if labels is not None else 0.0
+            out = []
+            for i, layer in enumerate(self.graph.layers):
+                if layer.kind == SOFTMAX:
+                    continue
+                self.set_precision(PrecisionPlan.uniform(self.n_layers, "fp32").with_layer(
+                    i, precision))
+                o = np.array([self(w) for w in windows])
+                if labels is not None:
+                    loss = float(base - (o.argmax(1) == labels).mean())
+                else:
+                    loss = float(np.abs(o - ref).mean())
+                out.append((i, loss))
+        finally:
+            self.precision = saved
+        return sorted(out, key=lambda x: -x[1])
+
+    # ------------------------------------------------------------------ quantization
+
+    def set_quantization(self, mode: str, averaging_constant: float = 0.1) -> None:
+        """Activation scales: "exact" (per window), "running" (EMA) or "static"."""
+        if mode == "static" and not self.graph.is_int8 and not self._calibrated:
+            raise ConfigError("static quantization needs calibrate() first")
+        self.plan.set_qmode(mode)
+        self.plan.alpha = float(averaging_constant)
+        self.plan.reset_stats()
+
+    _calibrated = False
+
+    def calibrate(self, windows, method: str = "minmax", **observer_kwargs) -> np.ndarray:
+        """Freeze activation ranges from a calibration set (static quantization).
+
+        ``method``: "minmax", "percentile" or "entropy". Returns [n_tensors, 2].
+        """
+        if self.graph.is_int8:
+            raise ConfigError("a full-integer model already has frozen scales")
+        ranges = _calibrate((self.plan.tensors_fp32(self._flat(w)) for w in windows),
+                            self.graph.n_tensors, method, **observer_kwargs)
+        self.plan.set_static_ranges(ranges)
+        self._calibrated = True
+        return ranges
+
+    # ------------------------------------------------------------------ report
+
+    def describe(self) -> dict:
+        """Layers, MACs per layer, precision per layer, weight bytes, arena bytes."""
+        d = self.plan.describe(self.precision.codes)
+        d["source"] = self.graph.source
+        d["path"] = self.graph.path
+        d["input_shape"] = list(self.graph.input_shape)
+        d["quantization"] = {int(net.Q_EXACT): "exact", int(net.Q_RUNNING): "running",
+                             int(net.Q_STATIC): "static"}[int(self.plan.qmode[0])]
+        return d
+
+    def incremental(self) -> IncrementalRunner:
+        """A streaming runner that updates only the newest rows per frame."""
+        return IncrementalRunner(self)
+
+
+class IncrementalRunner:
+    """Incremental (causal) execution: one new feature frame per :meth:`push`.
+
+    Every layer before the global average over time must be causal in time
+    (stride 1, no bottom padding, same number of output rows). Each push shifts
+    each layer's cached rows by one and recomputes only the newest row plus the
+    first rows whose receptive field reaches the window's zero padding, so the
+    result equals window mode on the same last ``input_frames`` frames exactly
+    (bit for bit in fp32 and in integer paths with frozen scales).
+    """
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        g = model.graph
+        self.rows = np.zeros((model.n_layers, 4), np.int64)
+        self.shift = np.zeros(model.n_layers, np.int64)
+        rf = {0: 1}
+        collapsed = False
+        for i, layer in enumerate(g.layers):
+            h_in, h_out = layer.in_shape[0], layer.out_shape[0]
+            if collapsed or h_in == 1:
+                self.rows[i] = (0, h_out, 0, 0)
+                collapsed = True
+                continue
+            if layer.kind == AVGPOOL and layer.kernel[0] == h_in and h_out == 1 and not any(
+                    layer.pads[:2]):
+                self.rows[i] = (0, 1, 0, 0)
+                collapsed = True
+                continue
+            causal = (layer.kind in (CONV, AVGPOOL, MAXPOOL, "add") and layer.stride[0] == 1
+                      and layer.pads[1] == 0 and h_out == h_in)
+            if not causal:
+                raise ConfigError(f"layer {i} ({layer.name}) is not causal in time: "
+                                  "incremental mode needs stride 1 and no future padding")
+            r = max(rf[t] for t in layer.inputs) + layer.dilation[0] * (layer.kernel[0] - 1)
+            rf[layer.output] = r
+            head = min(r - 1, h_out)
+            self.rows[i] = (0, head, max(head, h_out - 1), h_out)
+            self.shift[i] = 1
+        if not collapsed:
+            raise ConfigError("incremental mode needs a global average over time")
+        self.plan = Plan(g, weight_scheme=model.plan.weight_scheme, reuse_arena=False)
+        for name in ("qmode", "st_scale", "st_zp", "ost"):
+            getattr(self.plan, name)[:] = getattr(model.plan, name)
+        self.window = np.zeros(model._x.size, np.float32)
+        self.frame_size = model.n_features
+        self._codes: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.window[:] = 0.0
+        self._codes = None
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """Append one feature frame; returns the output for the last window."""
+        f = np.asarray(frame, np.float32).reshape(-1)
+        if f.size != self.frame_size:
+            raise ConfigError(f"frame has {f.size} features, model needs {self.frame_size}")
+        codes = self.model.precision.codes
+        ints = codes != PRECISIONS["fp32"]
+        if ints.any() and (self.plan.qmode != net.Q_STATIC).any():
+            raise ConfigError("incremental integer mode needs frozen scales: calibrate() first "
+                              "or run fp32")
+        self.window[:-f.size] = self.window[f.size:]
+        self.window[-f.size:] = f
+        if self._codes is None or not np.array_equal(codes, self._codes):
+            self._codes = codes.copy()  # new precision plan: refill every cached row once
+            out = self.plan.run(self.window, self._codes)
+        else:
+            out = self.plan.run(self.window, self._codes, rows=self.rows, shift_rows=self.shift)
+        return out.copy()
+
+
+def _labels_for(path: Path) -> tuple[str, ...] | None:
+    card = path.with_suffix(".json")
+    if card.is_file():
+        try:
+            data = json.loads(card.read_text())
+            labels = data.get("labels")
+            return tuple(labels) if labels else None
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def load(path_or_name: str | Path, weight_scheme: str = "uniform") -> Model:
+    """Load a model: a path to .onnx/.tflite, a shipped name ("kws12", "digits"),
+    or "mlperf-kws" / "mlperf-kws-int8" (the shared MLPerf Tiny reference).
+
+    Raises
+    ------
+    ConfigError
+        Unknown name, missing file or unknown format.
+    ModelImportError, UnsupportedOpError
+        The file cannot be imported.
+    """
+    path = _resolve(path_or_name)
+    graph = import_model(path)
+    return Model(graph, weight_scheme=weight_scheme, labels=_labels_for(path))
