@@ -22,8 +22,10 @@ Layout
 ------
 * Activations NHWC without N: ``x[H, W, C]``, H = time frames, W = frequency bins, C = channels,
   C-contiguous (typically ``arena[off:off + H*W*C].reshape((H, W, C))``).  1-D for FC / add.
-* GEMM: ``x[M, K]`` C-contiguous, ``y[M, N]``; packed weights are a 1-D int8 array from
-  ``pack_gemm_weights(w_nk)`` where ``w_nk[N, K]`` has one row per output channel.  Conv weights
+* GEMM: ``x[M, K]`` C-contiguous, ``y[M, N]``; packed weights are a 1-D array of dtype
+  ``PACKED_DTYPE`` (path specific: int8 for portable / vnni, int16 for avx2) from
+  ``pack_gemm_weights(w_nk)`` where ``w_nk[N, K]`` (int8) has one row per output channel;
+  ``packed_size(K, N)`` gives its length.  Conv weights
   ONNX ``[Cout, Cin, KH, KW]`` -> ``pack_conv_weights`` (K order ``(kh, kw, cin)``, matching
   ``im2col``).  Depthwise: ``pack_depthwise_weights([C, 1, KH, KW]) -> [KH, KW, C]``.
 * ``w_sum[N]`` int32 = ``weight_sums(w_nk)``, used for the input-zero-point correction
@@ -31,7 +33,7 @@ Layout
   with ``x_zp``).
 * Every producer computes only output rows ``h_out_start <= h < h_out_stop`` (``m_start..m_stop``
   for GEMM) so streaming can compute just the newest rows.
-* ``work``: int32 1-D scratch, at least ``work_size(n_channels)`` elements; ``col``: im2col buffer
+* ``work``: int32 1-D scratch, at least ``work_size(max(K, C))`` elements; ``col``: im2col buffer
   (dtype of x, 1-D, at least ``(h_out_stop - h_out_start) * Wo * KH * KW * Cin``).
 
 Output stage (all integer producers): ``bias`` int32[N], ``rq_mode`` (``RQ_FLOAT`` = float32
@@ -39,14 +41,16 @@ per-channel multiplier, round half to even, onnxruntime's rule; ``RQ_TFLITE`` = 
 ``MultiplyByQuantizedMultiplier``; ``RQ_NONE`` = raw int32), ``rq_scale`` float32[N],
 ``rq_mult`` int32[N], ``rq_shift`` int32[N] (unused arrays may be any int32/float32 arrays of
 length N), ``y_zp``, and ``qmin, qmax``: ReLU / ReLU6 / clamp are fused as these bounds.
-Every producer returns ``(vmin, vmax)`` (float64): the range of the pre-clamp values in output
-quantization steps without the zero point (fused max reduction for dynamic scales; saturation
-happened iff ``vmax + y_zp > qmax + 0.5`` or ``vmin + y_zp < qmin - 0.5``).
+Every producer returns ``(vmin, vmax)`` (float64 holding integers): the range of the rounded,
+pre-clamp values in output quantization steps without the zero point (fused max reduction for
+dynamic scales; saturation happened iff ``vmax + y_zp > qmax`` or ``vmin + y_zp < qmin``; for
+``RQ_NONE`` the raw accumulator range).
 
 Precisions: x uint8 / int8 (int8 path) or int16 (int16 path) x int8 weights, int32 accumulate.
-Overflow bounds: 8-bit x: |x*w| <= 255*128 = 32640, exact for K <= 65793 (checked: larger K
-raises).  int16 x: |x*w| <= 2**22, so int32 partial sums are kept over at most 256 k and summed in
-int64 (no K limit); the vnni / avx2 int16 kernels do the same.
+Overflow bounds (int32 accumulation, all paths): 8-bit x: |x*w| <= 255*128 = 32640, exact for
+K <= 65793; int16 x: |x*w| <= 2**22, exact for K <= 511 (32767*127*516 < 2**31 holds only for
+symmetric weights, so the bound used is the strict one).  Larger K raises ValueError.  The final
+``acc + bias - x_zp * w_sum`` is formed in int32: keep ``|sum (x - x_zp) * w + bias| < 2**31``.
 
 Kernel signatures (integer; same in every path)
 -----------------------------------------------
@@ -127,9 +131,10 @@ MAX_K_8BIT = 65793  # (2**31 - 1) // (255 * 128)
 WORK_MIN = 512
 
 
-def work_size(n_channels: int) -> int:
-    """Elements of the int32 ``work`` scratch a kernel with ``n_channels`` channels needs."""
-    return max(WORK_MIN, int(n_channels))
+def work_size(n: int) -> int:
+    """Elements of the int32 ``work`` scratch a kernel needs, ``n = max(K, C_in, C_out)`` of the
+    layer (GEMM reduction length or channel count), valid for every path."""
+    return WORK_MIN + 24 * (int(n) + 4)
 
 
 def weight_sums(w_nk: np.ndarray) -> np.ndarray:
@@ -161,6 +166,7 @@ KERNEL_PATH: str = select_path()
 _impl = path_module(KERNEL_PATH)
 
 pack_gemm_weights = _impl.pack_gemm_weights
+PACKED_DTYPE = _impl.PACKED_DTYPE
 packed_size = _impl.packed_size
 gemm_q = _impl.gemm_q
 fully_connected_q = _impl.fully_connected_q
@@ -174,7 +180,8 @@ def pack_conv_weights(w_oihw: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
-    "ENV_VAR", "PATHS", "KERNEL_PATH", "MAX_K_8BIT", "RQ_FLOAT", "RQ_NONE", "RQ_TFLITE",
+    "ENV_VAR", "PATHS", "KERNEL_PATH", "PACKED_DTYPE", "MAX_K_8BIT", "RQ_FLOAT", "RQ_NONE",
+    "RQ_TFLITE",
     "add_f32", "add_q", "avg_pool_f32", "avg_pool_q", "best_path", "clamp_q", "conv2d_f32",
     "conv2d_q", "conv_out_size", "conv_weights_nk", "depthwise_conv_f32", "depthwise_conv_q",
     "dequantize", "fully_connected_f32", "fully_connected_q", "gemm_f32", "gemm_q",

@@ -11,11 +11,13 @@ import numpy as np
 from numba import njit
 
 from .im2col import check_conv_shape, im2col
-from .requant import requant_one
+from .requant import store_row
 
 PATH_NAME = "portable"
+PACKED_DTYPE = np.int8
 MAX_K_8BIT = 65793  # (2**31 - 1) // (255 * 128)
-K_CHUNK = 256  # int32 partial sums over <= 256 products: |sum| <= 256 * 2**22 < 2**31 (int16 x)
+MAX_K_INT16 = 511  # (2**31 - 1) // 2**22
+
 
 
 def packed_size(k_size: int, n_out: int) -> int:
@@ -33,29 +35,28 @@ def pack_gemm_weights(w_nk: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin,
-               qmax, y):
+               qmax, y, work):
     m_count, k_size = x.shape
     n_out = y.shape[1]
     if x.itemsize == 1 and k_size > MAX_K_8BIT:
         raise ValueError("K too large for exact int32 accumulation of 8-bit activations")
+    if x.itemsize == 2 and k_size > MAX_K_INT16:
+        raise ValueError("K too large for exact int32 accumulation of int16 activations")
+    if work.shape[0] < n_out:
+        raise ValueError("work buffer too small (see work_size)")
     w = wp[: n_out * k_size].reshape((n_out, k_size))
-    vmin = np.inf
-    vmax = -np.inf
+    acc_row = work[:n_out]
+    vmin = np.int64(2**62)
+    vmax = np.int64(-(2**62))
     for m in range(m_count):
         for n in range(n_out):
-            acc64 = np.int64(0)
-            for k0 in range(0, k_size, K_CHUNK):
-                k1 = min(k_size, k0 + K_CHUNK)
-                acc = np.int32(0)
-                for k in range(k0, k1):
-                    acc += np.int32(x[m, k]) * np.int32(w[n, k])
-                acc64 += acc
-            total = acc64 + bias[n] - np.int64(x_zp) * w_sum[n]
-            v, q = requant_one(total, n, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax)
-            vmin = min(vmin, v)
-            vmax = max(vmax, v)
-            y[m, n] = q
-    return vmin, vmax
+            acc = np.int32(0)
+            for k in range(k_size):
+                acc += np.int32(x[m, k]) * np.int32(w[n, k])
+            acc_row[n] = acc
+        vmin, vmax = store_row(acc_row, 0, 0, n_out, x_zp, w_sum, bias, rq_mode, rq_scale,
+                               rq_mult, rq_shift, y_zp, qmin, qmax, y, m, vmin, vmax)
+    return np.float64(vmin), np.float64(vmax)
 
 
 @njit(cache=True)
@@ -64,7 +65,7 @@ def gemm_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
     """Quantized GEMM ``y[m, :] = rq(sum_k (x[m, k] - x_zp) * w[n, k] + bias[n])``, rows
     ``m_start <= m < m_stop`` only.  See ``voxquant.kernels`` for the argument contract."""
     return _gemm_rows(x[m_start:m_stop], x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult,
-                      rq_shift, y_zp, qmin, qmax, y[m_start:m_stop])
+                      rq_shift, y_zp, qmin, qmax, y[m_start:m_stop], work)
 
 
 @njit(cache=True)
@@ -74,7 +75,7 @@ def fully_connected_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_s
     x2 = x.reshape((1, x.shape[0]))
     y2 = y.reshape((1, y.shape[0]))
     return _gemm_rows(x2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
-                      qmin, qmax, y2)
+                      qmin, qmax, y2, work)
 
 
 @njit(cache=True)
@@ -88,7 +89,7 @@ def pointwise_conv_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_sh
     y2 = y.reshape((h * w_size, c_out))
     return _gemm_rows(x2[h_out_start * w_size:h_out_stop * w_size], x_zp, wp, w_sum, bias,
                       rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax,
-                      y2[h_out_start * w_size:h_out_stop * w_size])
+                      y2[h_out_start * w_size:h_out_stop * w_size], work)
 
 
 @njit(cache=True)
@@ -110,4 +111,4 @@ def conv2d_q(x, x_zp, wp, w_sum, bias, kh, kw, stride_h, stride_w, pad_top, pad_
            col2)
     y2 = y.reshape((ho * wo, c_out))
     return _gemm_rows(col2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
-                      qmin, qmax, y2[h_out_start * wo:h_out_stop * wo])
+                      qmin, qmax, y2[h_out_start * wo:h_out_stop * wo], work)

@@ -99,22 +99,20 @@ def multiply_by_quantized_multiplier(x: int, mult: int, shift: int) -> int:
 
 @njit(cache=True, inline="always")
 def requant_one(acc, c, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax):
-    """Requantize one accumulator of output channel ``c``.
+    """Requantize one accumulator (bias and zero-point term included) of output channel ``c``.
 
-    Returns ``(v, q)``: ``v`` the pre-clamp value in output quantization steps (float64, no zero
-    point) for the fused min/max reduction, ``q`` the clamped quantized value (int64).
+    Returns ``(v, q)``: ``v`` the rounded pre-clamp value in output steps without the zero point
+    (int64, for the fused min/max reduction), ``q`` the clamped quantized value (int64).
     """
     if rq_mode == RQ_NONE:
-        v = np.float64(acc)
-        q = np.int64(acc)
+        v = np.int64(acc)
     elif rq_mode == RQ_TFLITE:
-        r = multiply_by_quantized_multiplier(np.int64(np.int32(acc)), rq_mult[c], rq_shift[c])
-        v = np.float64(r)
-        q = r + y_zp
+        v = np.int64(multiply_by_quantized_multiplier(np.int64(np.int32(acc)), rq_mult[c],
+                                                      rq_shift[c]))
     else:
-        f = np.float32(acc) * rq_scale[c]
-        v = np.float64(f)
-        q = np.int64(np.rint(max(min(f, np.float32(4.0e9)), np.float32(-4.0e9)))) + y_zp
+        f = np.float32(np.int32(acc)) * rq_scale[c]
+        v = np.int64(np.rint(min(max(f, np.float32(-(2.0**30))), np.float32(2.0**30))))
+    q = v if rq_mode == RQ_NONE else v + y_zp
     if q < qmin:
         q = qmin
     if q > qmax:
@@ -123,14 +121,66 @@ def requant_one(acc, c, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax):
 
 
 @njit(cache=True)
+def store_row(acc, acc_off, n0, count, x_zp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift,
+              y_zp, qmin, qmax, y, row, vmin, vmax):
+    """Fused output stage of ``count`` channels ``n0..n0+count`` of output row ``y[row, :]``.
+
+    ``acc[acc_off + c]`` (int32) is ``sum_k x*w`` of channel ``n0 + c``; the stored value is
+    ``rq(acc + bias - x_zp * w_sum)`` clamped to ``[qmin, qmax]``.  The total is formed in int32:
+    exact when ``|sum_k (x - x_zp) * w + bias| < 2**31`` (the TFLite / ONNX contract).  Returns the
+    updated ``(vmin, vmax)`` (int64) of the rounded pre-clamp values in output steps, without the
+    zero point.  Indices are unsigned (no wraparound code, no slicing: no refcount traffic) so
+    the RQ_FLOAT loop vectorizes.
+    """
+    zp = np.int32(x_zp)
+    ao = np.uint64(acc_off)
+    nb = np.uint64(n0)
+    ur = np.uint64(row)
+    if rq_mode == RQ_FLOAT:
+        lo = np.float32(-(2.0**30))
+        hi = np.float32(2.0**30)
+        yzp = np.int32(y_zp)
+        qlo = np.int32(qmin)
+        qhi = np.int32(qmax)
+        rmin = np.int32(2**30)
+        rmax = np.int32(-(2**30))
+        for c in range(np.uint64(count)):
+            n = nb + c
+            total = np.int32(acc[ao + c] + bias[n] - zp * w_sum[n])
+            f = np.float32(total) * rq_scale[n]
+            r = np.int32(np.rint(min(max(f, lo), hi)))
+            rmin = min(rmin, r)
+            rmax = max(rmax, r)
+            y[ur, n] = min(max(np.int32(r + yzp), qlo), qhi)
+        vmin = min(vmin, np.int64(rmin))
+        vmax = max(vmax, np.int64(rmax))
+    elif rq_mode == RQ_TFLITE:
+        for c in range(np.uint64(count)):
+            n = nb + c
+            total = np.int32(acc[ao + c] + bias[n] - zp * w_sum[n])
+            r = multiply_by_quantized_multiplier(total, rq_mult[n], rq_shift[n])
+            vmin = min(vmin, r)
+            vmax = max(vmax, r)
+            y[ur, n] = min(max(r + y_zp, qmin), qmax)
+    else:
+        for c in range(np.uint64(count)):
+            n = nb + c
+            total = np.int64(acc[ao + c]) + bias[n] - np.int64(zp) * w_sum[n]
+            vmin = min(vmin, total)
+            vmax = max(vmax, total)
+            y[ur, n] = min(max(total, qmin), qmax)
+    return vmin, vmax
+
+
+@njit(cache=True)
 def requantize(acc, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax, y):
     """Requantize an int32 ``acc[M, N]`` (+ ``bias[N]``) into ``y[M, N]`` (int8/uint8/int16).
 
-    Returns ``(vmin, vmax)`` of the pre-clamp values in output steps (fused reduction).
+    Returns ``(vmin, vmax)`` of the rounded pre-clamp values in output steps (fused reduction).
     """
     m_count, n_count = acc.shape
-    vmin = np.inf
-    vmax = -np.inf
+    vmin = np.int64(2**62)
+    vmax = np.int64(-(2**62))
     for m in range(m_count):
         for n in range(n_count):
             v, q = requant_one(np.int64(acc[m, n]) + bias[n], n, rq_mode, rq_scale, rq_mult,
@@ -138,7 +188,7 @@ def requantize(acc, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax
             vmin = min(vmin, v)
             vmax = max(vmax, v)
             y[m, n] = q
-    return vmin, vmax
+    return np.float64(vmin), np.float64(vmax)
 
 
 @njit(cache=True)
