@@ -159,3 +159,18 @@ def _fuzz_scorer(tiny):
     if tiny not in _SCORERS:
         _SCORERS[tiny] = FileScorer(tiny, policy="fp32", runtime="onnxruntime")
     return _SCORERS[tiny]
+
+
+def test_ray_engine_gives_the_same_rows_as_local(tiny, batch, tmp_path):
+    pytest.importorskip("ray", reason="Ray not installed (extra 'cluster'; .ci/run installs it)")
+    docs = []
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.json"
+        proc = _score([str(batch), "--model", str(tiny), "--runtime", "onnxruntime", "--policy",
+                       "fp32", "--workers", "2", "--engine", engine, "--json", str(out)])
+        assert proc.returncode == 1, proc.stderr  # the bad files fail in both
+        docs.append(json.loads(out.read_text()))
+    strip = [[{k: v for k, v in r.items() if k != "cpu_ms"} for r in d["results"]] for d in docs]
+    assert strip[0] == strip[1]
+    assert docs[0]["failed"] == docs[1]["failed"]
+    assert docs[1]["engine"] == "ray"
