@@ -41,22 +41,48 @@ class _OnnxRuntimeRunner:
 
 
 class _EngineRunner:
-    """Our engine: one compiled call per window, precision switched per call."""
+    """Our engine: the whole network in one compiled call, precision switched per call.
 
-    def __init__(self, card: ModelCard):
+    Levels: ``fp32``; ``int8`` and ``int16`` with activation scales computed
+    per window (dynamic quantization); ``int8-static`` with frozen calibrated
+    ranges, offered when ``<model>.calibration.npy`` lies beside the model.
+    """
+
+    def __init__(self, card: ModelCard, *, dynamic_mode: str = "exact"):
         from voxquant.engine import load
 
         self._model = load(card.model_path)
-        self.levels = tuple(self._model.available_precisions())
-        self.macs_per_window = int(self._model.macs)
+        self._plan = self._model.plan
+        self.dynamic_mode = dynamic_mode
+        levels = ["fp32", "int8", "int16"]
+        calibration = card.model_path.with_suffix(".calibration.npy")
+        self._static_ranges = np.load(calibration) if calibration.is_file() else None
+        if self._static_ranges is not None:
+            levels.append("int8-static")
+        self.levels = tuple(levels)
+        self.macs_per_window = int(sum(layer.macs for layer in self._model.graph.layers))
+        self._codes = {}
+        for level in self.levels:
+            precision = "int8" if level == "int8-static" else level
+            self._codes[level] = self._model.set_precision(precision).codes.copy()
         self._current = None
-        self._shape = (1, card.window_frames, card.frontend.n_features, 1)
+        self._select("fp32")
+
+    def _select(self, level: str) -> None:
+        if level == "int8-static":
+            self._plan.set_static_ranges(self._static_ranges)
+        elif self._current in (None, "int8-static"):
+            self._plan.set_qmode(self.dynamic_mode)
+            self._plan.reset_stats()
+        self._current = level
 
     def run(self, window: np.ndarray, level: str) -> np.ndarray:
         if level != self._current:
-            self._model.set_precision(level)
-            self._current = level
-        return self._model(window.reshape(self._shape)).reshape(-1)
+            if level not in self._codes:
+                raise ConfigError(f"precision {level!r} not available; have {self.levels}")
+            self._select(level)
+        x = np.ascontiguousarray(window, dtype=np.float32).reshape(-1)
+        return self._plan.run(x, self._codes[level])
 
 
 def make_runner(card: ModelCard, runtime: str):
