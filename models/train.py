@@ -1,0 +1,764 @@
+"""Train a streaming keyword model and write ``NAME.onnx`` + ``NAME.json`` (model card).
+
+Usage::
+
+    python -m voxquant.models.train --task kws12 --data ../shared/data --out models/shipped \\
+        --epochs 40 --seed 0
+
+Tasks
+-----
+``kws12``
+    The 12 Speech Commands classes (MLPerf order) from ``speech_commands/``.
+``digits``
+    ``zero`` .. ``nine`` + ``_silence_`` + ``_unknown_`` from FSDD plus the Speech
+    Commands digit words; other Speech Commands words are ``_unknown_``.
+``folder``
+    A user's own vocabulary: ``DATA/<label>/*.wav|flac``, one folder per keyword
+    (speaker = file-name part before ``_nohash_``/first ``_``, else the file name);
+    optional ``DATA/_unknown_/`` and ``DATA/_background_noise_/`` (noise recordings
+    that make the ``_silence_`` class and the noise augmentation).
+
+Features are made by the project's own front end
+(``voxquant.stream.frontend.compute_features`` with the ``"kws"`` config), the
+very function used at inference time, so training and inference see identical
+features. Augmentation is done on the waveform (time shift, gain, shared noise
+at random SNR, extra ``_unknown_`` speech) and on the features (SpecAugment).
+
+The validation set is speaker-disjoint (``datasets.speaker_split``) and is
+rebuilt deterministically by :func:`validation_set` without torch, so the model
+card's accuracy can be re-checked with onnxruntime alone (see the tests).
+
+torch is imported only inside the functions that train (the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxquant.errors import ConfigError, DataNotFoundError
+from voxquant.models import datasets as ds
+from voxquant.models.architectures import TCNConfig, count_macs_params
+from voxquant.paths import shared_data_dir
+from voxquant.stream.frontend import compute_features, get_frontend_config
+
+__all__ = [
+    "TrainOptions",
+    "TrainResult",
+    "EvalItem",
+    "validation_set",
+    "clip_features",
+    "evaluate_onnx",
+    "train",
+    "main",
+]
+
+SAMPLE_RATE_HZ = 16000
+WINDOW_SAMPLES = 16000  # 1 s: 49 frames of the "kws" front end
+FRONTEND_NAME = "kws"
+CACHE_DIR = Path("/tmp/voxquant_train_cache")
+
+#: Validation for Speech Commands-based tasks: share of speakers held out.
+VALIDATION_FRACTION = 0.15
+SPLIT_SEED = 0
+#: Noise recordings: the last quarter of each (in time) is test-only.
+NOISE_TEST_FRACTION = 0.25
+#: Validation ``_silence_``: 1 s windows of the noise test parts, every 2.5 s.
+VALIDATION_SILENCE_HOP_S = 5.0
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything that defines a training run (stored in the model card)."""
+
+    task: str = "kws12"
+    epochs: int = 40
+    seed: int = 0
+    qat: bool = False
+    qat_epochs: int = 5
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    channels: int = 64
+    kernel: int = 7
+    n_blocks: int = 5
+    first_kernel: int = 3
+    dropout: float = 0.1
+    shift_ms: float = 100.0
+    gain_db: float = 6.0
+    noise_prob: float = 0.8
+    snr_db_min: float = 0.0
+    snr_db_max: float = 25.0
+    specaugment: bool = True
+    time_masks: int = 1
+    time_mask_frames: int = 8
+    freq_masks: int = 2
+    freq_mask_bins: int = 6
+    silence_share: float = 0.1
+    extra_unknown: int = 600
+    distill: bool = False
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
+    threads: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One validation example: a clip and its class index."""
+
+    clip: ds.Clip
+    label: str
+
+    def audio(self) -> np.ndarray:
+        """The 1 s window the model sees (decoded, 16 kHz, zero-padded at the end)."""
+        return ds.fix_length(self.clip.load(SAMPLE_RATE_HZ), WINDOW_SAMPLES)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Paths written and the validation accuracy reached (onnxruntime, fp32)."""
+
+    onnx_path: Path
+    card_path: Path
+    accuracy: float
+    per_class: dict[str, float] = field(default_factory=dict)
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def task_labels(task: str, data_dir: Path | None = None) -> tuple[str, ...]:
+    """Class labels of a task, in output order."""
+    if task == "kws12":
+        return ds.KWS12_LABELS
+    if task == "digits":
+        return ds.DIGIT_LABELS
+    if task == "folder":
+        if data_dir is None:
+            raise ConfigError("task 'folder' needs --data DIR")
+        words = sorted(
+            p.name for p in Path(data_dir).iterdir()
+            if p.is_dir() and not p.name.startswith("_") and _audio_in(p)
+        )
+        if not words:
+            raise DataNotFoundError(f"{data_dir}: no keyword folders with audio found")
+        return tuple(words) + (ds.SILENCE_LABEL, ds.UNKNOWN_LABEL)
+    raise ConfigError(f"unknown task {task!r}; known: kws12, digits, folder")
+
+
+def _audio_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
+
+
+def _folder_clips(data_dir: Path) -> list[ds.Clip]:
+    clips = []
+    for sub in sorted(p for p in Path(data_dir).iterdir() if p.is_dir()):
+        if sub.name == "_background_noise_":
+            continue
+        for path in _audio_in(sub):
+            stem = path.stem
+            speaker = stem.split("_nohash_")[0] if "_nohash_" in stem else stem.split("_")[0]
+            clips.append(ds.Clip(path=path, label=sub.name, speaker=speaker, word=sub.name))
+    return clips
+
+
+def _word_clips(task: str, data_dir: Path) -> list[ds.Clip]:
+    """All labelled word clips of a task (before the split)."""
+    if task == "kws12":
+        return ds.speech_commands_clips(data_dir)
+    if task == "digits":
+        sc = [
+            replace(c, label=c.word if c.word in ds.DIGIT_WORDS else ds.UNKNOWN_LABEL)
+            for c in ds.speech_commands_clips(data_dir)
+        ]
+        return ds.fsdd_clips(data_dir) + sc
+    return _folder_clips(data_dir)
+
+
+def _noise_parts(task: str, data_dir: Path) -> tuple[list[ds.Clip], list[ds.Clip]]:
+    """(train, test) segments of the noise recordings, split by time."""
+    if task == "folder":
+        paths = _audio_in(Path(data_dir) / "_background_noise_") if (
+            Path(data_dir) / "_background_noise_").is_dir() else []
+    else:
+        paths = ds.noise_recordings(data_dir)
+    if not paths:
+        return [], []
+    return ds.split_noise_by_time(paths, NOISE_TEST_FRACTION)
+
+
+def split_word_clips(task: str, data_dir: Path) -> tuple[list[ds.Clip], list[ds.Clip]]:
+    """Speaker-disjoint (train, validation) word clips of a task."""
+    return ds.speaker_split(_word_clips(task, data_dir), VALIDATION_FRACTION, SPLIT_SEED)
+
+
+def validation_set(task: str, data_dir: Path | None = None) -> list[EvalItem]:
+    """The deterministic validation set of a task (no torch needed).
+
+    Word clips of the held-out speakers (``speaker_split``, fraction 0.15,
+    seed 0) plus ``_silence_`` windows (1 s every 5 s, native level) from
+    the test part (last 25 %) of every noise recording.
+    """
+    data_dir = Path(data_dir) if data_dir is not None else shared_data_dir(required=True)
+    labels = task_labels(task, data_dir)
+    _, val = split_word_clips(task, data_dir)
+    items = [EvalItem(c, c.label) for c in val if c.label in labels]
+    _, noise_test = _noise_parts(task, data_dir)
+    if noise_test:
+        windows = ds.silence_windows(
+            window_s=1.0, hop_s=VALIDATION_SILENCE_HOP_S, sources=noise_test, block_s=1000.0
+        )
+        items += [EvalItem(w, ds.SILENCE_LABEL) for w in windows]
+    return items
+
+
+def clip_features(audios: np.ndarray) -> np.ndarray:
+    """Front-end features of a batch of 1 s windows, [N, 16000] -> [N, 49, 40].
+
+    The windows are fed to ``compute_features`` as ONE concatenated recording
+    (one call, fast); because 16000 samples are exactly 50 hops, frames
+    ``50 i .. 50 i + 48`` are exactly the 49 frames of window ``i`` alone (the
+    front end is chunk-invariant bit for bit) and frame ``50 i + 49``, which
+    straddles two windows, is dropped.
+    """
+    cfg = get_frontend_config(FRONTEND_NAME)
+    audios = np.ascontiguousarray(audios, dtype=np.float32)
+    n = audios.shape[0]
+    hops = WINDOW_SAMPLES // cfg.hop_samples
+    assert hops * cfg.hop_samples == WINDOW_SAMPLES
+    frames_per_window = cfg.frames_for(WINDOW_SAMPLES)
+    feats = compute_features(audios.reshape(-1), cfg)
+    full = np.zeros((n * hops, cfg.n_features), np.float32)
+    full[: feats.shape[0]] = feats
+    return full.reshape(n, hops, cfg.n_features)[:, :frames_per_window].copy()
+
+
+def _cache_key(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _load_windows(clips: Sequence[ds.Clip], tag: str) -> np.ndarray:
+    """Decode clips into [N, 16000] float32 (end-padded), cached under /tmp."""
+    key = _cache_key(tag, [(str(c.path), c.offset_samples, c.num_samples) for c in clips])
+    path = CACHE_DIR / f"{tag}-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    out = np.zeros((len(clips), WINDOW_SAMPLES), np.float32)
+    for i, clip in enumerate(clips):
+        out[i] = ds.fix_length(clip.load(SAMPLE_RATE_HZ), WINDOW_SAMPLES)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def _load_long(clips: Sequence[ds.Clip], tag: str) -> list[np.ndarray]:
+    """Decode long segments (noise, sentences), cached under /tmp."""
+    key = _cache_key(tag, [(str(c.path), c.offset_samples, c.num_samples) for c in clips])
+    path = CACHE_DIR / f"{tag}-{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return [z[f"a{i}"] for i in range(len(clips))]
+    arrays = [c.load(SAMPLE_RATE_HZ).astype(np.float32) for c in clips]
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"a{i}": a for i, a in enumerate(arrays)})
+    return arrays
+
+
+def validation_features(
+    items: Sequence[EvalItem], tag: str = "val"
+) -> tuple[np.ndarray, list[str]]:
+    """Features [N, 49, 40] and labels of validation items (decoded audio cached)."""
+    audios = _load_windows([it.clip for it in items], tag)
+    return clip_features(audios), [it.label for it in items]
+
+
+# --- evaluation with onnxruntime ------------------------------------------------------------------
+
+
+def evaluate_onnx(
+    onnx_path: str | Path, features: np.ndarray, labels: Sequence[str], classes: Sequence[str]
+) -> tuple[float, dict[str, dict[str, float]], np.ndarray]:
+    """Top-1 accuracy of an ONNX model (onnxruntime fp32, batch 1, one thread).
+
+    Returns (overall accuracy, {class: {"accuracy", "n"}}, predicted indices).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    preds = np.empty(len(features), np.int64)
+    for i, f in enumerate(features):
+        probs = sess.run(None, {name: f[None, None].astype(np.float32)})[0]
+        preds[i] = int(np.argmax(probs))
+    return _accuracy(preds, labels, classes) + (preds,)
+
+
+def _accuracy(
+    preds: np.ndarray, labels: Sequence[str], classes: Sequence[str]
+) -> tuple[float, dict[str, dict[str, float]]]:
+    index = {c: i for i, c in enumerate(classes)}
+    target = np.array([index[lab] for lab in labels])
+    per = {}
+    for i, c in enumerate(classes):
+        mask = target == i
+        if mask.any():
+            per[c] = {"accuracy": float(np.mean(preds[mask] == i)), "n": int(mask.sum())}
+    return float(np.mean(preds == target)), per
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+class _Augmenter:
+    """Waveform augmentation: time shift, gain, noise at random SNR (numpy RNG)."""
+
+    def __init__(self, opts: TrainOptions, noises: list[np.ndarray], rng: np.random.Generator):
+        self.opts = opts
+        self.noises = [n for n in noises if n.size > WINDOW_SAMPLES and np.any(n)]
+        self.rng = rng
+
+    def noise_window(self) -> np.ndarray:
+        noise = self.noises[int(self.rng.integers(len(self.noises)))]
+        start = int(self.rng.integers(0, noise.size - WINDOW_SAMPLES))
+        return noise[start : start + WINDOW_SAMPLES]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        o, rng = self.opts, self.rng
+        shift = int(rng.uniform(-1.0, 1.0) * o.shift_ms * SAMPLE_RATE_HZ / 1000.0)
+        if shift > 0:
+            x = np.concatenate([np.zeros(shift, np.float32), x[:-shift]])
+        elif shift < 0:
+            x = np.concatenate([x[-shift:], np.zeros(-shift, np.float32)])
+        x = x * np.float32(10.0 ** (rng.uniform(-o.gain_db, o.gain_db) / 20.0))
+        if self.noises and rng.random() < o.noise_prob and np.any(x):
+            snr = rng.uniform(o.snr_db_min, o.snr_db_max)
+            x = ds.mix_at_snr(x, self.noise_window(), snr, rng)
+        return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+    def silence(self) -> np.ndarray:
+        if not self.noises or self.rng.random() < 0.05:
+            return np.zeros(WINDOW_SAMPLES, np.float32)
+        gain = 10.0 ** (self.rng.uniform(-40.0, 0.0) / 20.0)
+        return np.clip(self.noise_window() * np.float32(gain), -1.0, 1.0)
+
+
+def _speech_pieces(speech: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` random 1 s windows of continuous speech (for ``_unknown_``)."""
+    out = np.zeros((n, WINDOW_SAMPLES), np.float32)
+    long = [s for s in speech if s.size > WINDOW_SAMPLES]
+    for i in range(n):
+        s = long[int(rng.integers(len(long)))]
+        start = int(rng.integers(0, s.size - WINDOW_SAMPLES))
+        out[i] = s[start : start + WINDOW_SAMPLES]
+    return out
+
+
+def _prepare(task: str, data_dir: Path, opts: TrainOptions, log) -> dict[str, Any]:
+    """Decode everything a run needs (cached) and build the validation features."""
+    classes = task_labels(task, data_dir)
+    train_clips, _ = split_word_clips(task, data_dir)
+    train_clips = [c for c in train_clips if c.label in classes]
+    t0 = time.time()
+    audio = _load_windows(train_clips, f"{task}-train")
+    log(f"train clips: {len(train_clips)} decoded in {time.time() - t0:.1f}s")
+    noise_train, _ = _noise_parts(task, data_dir)
+    noises = _load_long(noise_train, f"{task}-noise") if noise_train else []
+    extra: list[np.ndarray] = []
+    extra_windows = np.zeros((0, WINDOW_SAMPLES), np.float32)
+    if task in ("kws12", "digits"):
+        readers = [
+            ds.Clip(p, ds.UNKNOWN_LABEL, p.parent.name) for p in ds.speech_other_files(data_dir)
+        ]
+        reader_train, _ = ds.speaker_split(readers, VALIDATION_FRACTION, SPLIT_SEED)
+        extra = _load_long(reader_train, "speech-other")
+        if task == "kws12":
+            extra_windows = _load_windows(ds.fsdd_clips(data_dir), "fsdd")
+    items = validation_set(task, data_dir)
+    val_x, val_labels = validation_features(items, f"{task}-val")
+    log(f"validation: {len(items)} windows; noise segments: {len(noises)}; "
+        f"speech_other readers: {len(extra)}; extra digit windows: {len(extra_windows)}")
+    return {
+        "classes": classes,
+        "train_clips": train_clips,
+        "audio": audio,
+        "labels": np.array([classes.index(c.label) for c in train_clips]),
+        "noises": noises,
+        "speech": extra,
+        "extra_windows": extra_windows,
+        "val_items": items,
+        "val_x": val_x,
+        "val_labels": val_labels,
+    }
+
+
+def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of augmented features and targets."""
+    classes = data["classes"]
+    unk, sil = classes.index(ds.UNKNOWN_LABEL), classes.index(ds.SILENCE_LABEL)
+    waves = [aug(x) for x in data["audio"]]
+    targets = list(data["labels"])
+    n_extra = opts.extra_unknown if (data["speech"] or len(data["extra_windows"])) else 0
+    if n_extra:
+        n_digits = n_extra // 2 if len(data["extra_windows"]) else 0
+        pick = rng.integers(0, max(len(data["extra_windows"]), 1), n_digits)
+        pieces = [data["extra_windows"][i] for i in pick]
+        if data["speech"]:
+            pieces += list(_speech_pieces(data["speech"], n_extra - n_digits, rng))
+        waves += [aug(x) for x in pieces]
+        targets += [unk] * len(pieces)
+    n_sil = int(round(opts.silence_share * len(waves)))
+    waves += [aug.silence() for _ in range(n_sil)]
+    targets += [sil] * n_sil
+    waves_arr = np.stack(waves)
+    return clip_features(waves_arr), np.array(targets, np.int64), waves_arr
+
+
+class _Teacher:
+    """The MLPerf Tiny reference model (onnxruntime) with its own MFCC front end.
+
+    Used for knowledge distillation on the 12 Speech Commands classes only: it
+    sees the very same augmented waveform as the student, through the front
+    end it was trained with (``"mlperf"``: per-clip peak scaling, 10 MFCC).
+    """
+
+    def __init__(self, threads: int) -> None:
+        import onnxruntime as ort
+
+        from voxquant.paths import shared_models_dir
+
+        models = shared_models_dir(required=True)
+        path = models / "mlperf_tiny_kws" / "kws_ref_model_float32.onnx"
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.path = path
+
+    def probs(self, waves: np.ndarray) -> np.ndarray:
+        from voxquant.stream.frontend import scale_clip
+
+        cfg = get_frontend_config("mlperf")
+        scaled = np.stack([scale_clip(w, cfg) for w in waves])
+        plain = replace(cfg, clip_peak_scaling=False)  # scaled above, per clip
+        feats = compute_features(scaled.reshape(-1), plain)
+        hops = WINDOW_SAMPLES // cfg.hop_samples
+        full = np.zeros((len(waves) * hops, cfg.n_features), np.float32)
+        full[: feats.shape[0]] = feats
+        x = full.reshape(len(waves), hops, cfg.n_features)[:, : hops - 1, :, None]
+        name = self.session.get_inputs()[0].name
+        return np.concatenate(
+            [self.session.run(None, {name: x[i : i + 512]})[0] for i in range(0, len(x), 512)]
+        )
+
+
+def _spec_augment(x, opts: TrainOptions, fill, gen):
+    """Mask random time and frequency stripes (filled with the band means)."""
+    import torch
+
+    b, _, t, f = x.shape
+    mask = torch.zeros(b, 1, t, f, dtype=torch.bool)
+    for _ in range(opts.time_masks):
+        width = torch.randint(0, opts.time_mask_frames + 1, (b,), generator=gen)
+        start = (torch.rand(b, generator=gen) * (t - width)).long()
+        idx = torch.arange(t)
+        mask |= ((idx[None] >= start[:, None]) & (idx[None] < (start + width)[:, None]))[
+            :, None, :, None]
+    for _ in range(opts.freq_masks):
+        width = torch.randint(0, opts.freq_mask_bins + 1, (b,), generator=gen)
+        start = (torch.rand(b, generator=gen) * (f - width)).long()
+        idx = torch.arange(f)
+        mask |= ((idx[None] >= start[:, None]) & (idx[None] < (start + width)[:, None]))[
+            :, None, None, :]
+    return torch.where(mask, fill.view(1, 1, 1, f), x)
+
+
+def _torch_accuracy(model, x: np.ndarray, labels: Sequence[str], classes) -> float:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x[:, None]))
+    preds = logits.argmax(1).numpy()
+    return _accuracy(preds, labels, classes)[0]
+
+
+def train(
+    task: str,
+    data_dir: str | Path | None,
+    out_dir: str | Path,
+    epochs: int = 40,
+    seed: int = 0,
+    qat: bool = False,
+    *,
+    name: str | None = None,
+    log=print,
+    **overrides: Any,
+) -> TrainResult:
+    """Train a model and write ``<out_dir>/<name>.onnx`` and ``<name>.json``.
+
+    Parameters
+    ----------
+    task : str
+        ``"kws12"``, ``"digits"`` or ``"folder"`` (see the module docstring).
+    data_dir : path, optional
+        Shared audio folder (default: ``shared_data_dir()``), or the user's folder.
+    out_dir : path
+        Where the ONNX model and its card go.
+    epochs, seed : int
+        Training length and the seed of every random choice (reproducible).
+    qat : bool
+        Add quantization-aware fine-tuning (int8 per-channel symmetric weights).
+    name : str, optional
+        Model name (default: the task name).
+    **overrides
+        Any other :class:`TrainOptions` field.
+    """
+    import torch
+
+    data_dir = Path(data_dir) if data_dir is not None else shared_data_dir(required=True)
+    opts = TrainOptions(task=task, epochs=epochs, seed=seed, qat=qat, **overrides)
+    name = name or task
+    torch.set_num_threads(opts.threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    started = time.time()
+
+    data = _prepare(task, data_dir, opts, log)
+    classes = data["classes"]
+    cfg = TCNConfig(
+        n_classes=len(classes), channels=opts.channels, first_kernel=opts.first_kernel,
+        kernel=opts.kernel, n_blocks=opts.n_blocks, dropout=opts.dropout,
+    )
+    from voxquant.models.architectures import build_model
+
+    model = build_model(cfg)
+    base = clip_features(data["audio"][: min(2000, len(data["audio"]))])
+    model.feat_mean.copy_(torch.from_numpy(base.mean(axis=(0, 1))))
+    model.feat_std.copy_(torch.from_numpy(base.std(axis=(0, 1)) + 1e-3))
+    aug = _Augmenter(opts, data["noises"], rng)
+    teacher = None
+    if opts.distill:
+        if task != "kws12":
+            raise ConfigError("distillation needs the MLPerf teacher's classes: task kws12 only")
+        teacher = _Teacher(opts.threads)
+
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
+    steps_per_epoch = None
+    sched = None
+    for epoch in range(opts.epochs):
+        t0 = time.time()
+        x_np, y_np, waves = _epoch_data(data, opts, aug, rng)
+        x, y = torch.from_numpy(x_np[:, None]), torch.from_numpy(y_np)
+        soft = None
+        if teacher is not None:
+            p_t = torch.from_numpy(teacher.probs(waves)).clamp_min(1e-8)
+            soft = torch.softmax(torch.log(p_t) / opts.distill_temperature, dim=1)
+            use_kd = (y != classes.index(ds.SILENCE_LABEL)).float()
+        del waves
+        t_feat = time.time() - t0
+        if sched is None:
+            steps_per_epoch = (len(y) + opts.batch_size - 1) // opts.batch_size
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                optim, max_lr=opts.lr, epochs=opts.epochs, steps_per_epoch=steps_per_epoch,
+                pct_start=0.15,
+            )
+        model.train()
+        order = torch.randperm(len(y), generator=gen)
+        total, n_steps = 0.0, 0
+        for b in range(steps_per_epoch):
+            idx = order[b * opts.batch_size : (b + 1) * opts.batch_size]
+            if len(idx) == 0:
+                continue
+            xb = x[idx]
+            if opts.specaugment:
+                xb = _spec_augment(xb, opts, model.feat_mean, gen)
+            logits = model(xb)
+            loss = loss_fn(logits, y[idx])
+            if soft is not None:
+                temp = opts.distill_temperature
+                log_p = torch.log_softmax(logits / temp, dim=1)
+                kl = (soft[idx] * (torch.log(soft[idx]) - log_p)).sum(1)
+                kd = (kl * use_kd[idx]).sum() / use_kd[idx].sum().clamp_min(1.0)
+                loss = (1 - opts.distill_weight) * loss + opts.distill_weight * temp**2 * kd
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            sched.step()
+            total += float(loss.detach())
+            n_steps += 1
+        acc = _torch_accuracy(model, data["val_x"], data["val_labels"], classes)
+        log(f"epoch {epoch + 1:3d}/{opts.epochs}  loss {total / max(n_steps, 1):.4f}  "
+            f"val {100 * acc:.2f}%  ({len(y)} samples, features {t_feat:.1f}s, "
+            f"total {time.time() - t0:.1f}s)")
+
+    from voxquant.models.architectures import export_onnx, folded_layers
+
+    layers = folded_layers(model)
+    qat_info: dict[str, Any] | None = None
+
+    out_dir = Path(out_dir)
+    onnx_path = export_onnx(
+        layers, cfg, out_dir / f"{name}.onnx",
+        doc=f"voxquant {name}: TC-DS keyword model, classes {', '.join(classes)}",
+    )
+    acc, per_class, _ = evaluate_onnx(onnx_path, data["val_x"], data["val_labels"], classes)
+    log(f"onnxruntime validation accuracy: {100 * acc:.2f}%")
+    card = _model_card(name, task, data_dir, opts, cfg, classes, data, acc, per_class,
+                       onnx_path, time.time() - started, qat_info)
+    card_path = out_dir / f"{name}.json"
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    log(f"wrote {onnx_path} and {card_path}")
+    return TrainResult(onnx_path, card_path, acc, {k: v["accuracy"] for k, v in per_class.items()})
+
+
+def _model_card(name, task, data_dir, opts, cfg, classes, data, acc, per_class, onnx_path,
+                seconds, qat_info) -> dict[str, Any]:
+    import torch
+
+    macs, params = count_macs_params(cfg)
+    fe = get_frontend_config(FRONTEND_NAME)
+    val_items: list[EvalItem] = data["val_items"]
+    speakers = sorted({it.clip.speaker for it in val_items if it.label != ds.SILENCE_LABEL})
+    listing = "\n".join(
+        f"{it.clip.path.relative_to(data_dir)}\t{it.clip.offset_samples}\t{it.clip.num_samples}"
+        f"\t{it.label}" for it in val_items
+    )
+    return {
+        "name": name,
+        "task": task,
+        "classes": list(classes),
+        "frontend": fe.to_dict(),
+        "sample_rate_hz": fe.sample_rate_hz,
+        "window_frames": cfg.n_frames,
+        "window_samples": WINDOW_SAMPLES,
+        "input": {"name": "features", "shape": [1, 1, cfg.n_frames, cfg.n_features],
+                  "layout": "NCHW, H = time frames (oldest first), W = feature bins"},
+        "output": {"name": "probs", "shape": [1, len(classes)], "what": "softmax probabilities"},
+        "architecture": {
+            "family": "TC-DS (full-frequency conv, then depthwise-separable temporal convs)",
+            **cfg.to_dict(),
+            "receptive_field_frames": cfg.receptive_field_frames,
+            "output_frames_pooled": cfg.output_frames,
+            "causal": True,
+            "lookahead_frames": 0,
+            "time_padding": "none (valid convolutions; incremental mode equals window mode)",
+        },
+        "macs": macs,
+        "params": params,
+        "onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
+        "validation": {
+            "accuracy": acc,
+            "per_class": per_class,
+            "n_windows": len(val_items),
+            "evaluated_with": "onnxruntime fp32, batch 1, features of voxquant.stream.frontend "
+                              "(config 'kws') on each 1 s window (fix_length: end-padded)",
+            "split": {
+                "function": "voxquant.models.train.validation_set",
+                "words": f"datasets.speaker_split(validation_fraction={VALIDATION_FRACTION}, "
+                         f"seed={SPLIT_SEED}): speaker-disjoint from training",
+                "silence": f"1 s windows every {VALIDATION_SILENCE_HOP_S} s of the last "
+                           f"{NOISE_TEST_FRACTION:.0%} of each noise recording "
+                           "(datasets.split_noise_by_time), native level; training used only "
+                           "the first part of each recording",
+                "n_speakers": len(speakers),
+                "speakers": speakers,
+                "items_sha1": hashlib.sha1(listing.encode()).hexdigest(),
+            },
+        },
+        "data": _data_description(task),
+        "training": {
+            **opts.to_dict(),
+            "train_windows_per_epoch_base": len(data["train_clips"]),
+            "seconds": round(seconds, 1),
+            "torch": torch.__version__,
+            "qat": qat_info,
+            "command": f"python -m voxquant.models.train --task {task} --data DATA "
+                       f"--out OUT --epochs {opts.epochs} --seed {opts.seed}"
+                       + (" --qat" if opts.qat else ""),
+        },
+    }
+
+
+def _data_description(task: str) -> dict[str, str]:
+    if task == "kws12":
+        return {
+            "words": "shared/data/speech_commands (slice of Speech Commands v0.02 test + v0.01, "
+                     "CC BY 4.0): 10 keywords + 25 other words as _unknown_",
+            "extra_unknown": "FSDD digits (all speakers) and 1 s pieces of speech_other "
+                             "(LibriSpeech, training readers only)",
+            "silence_and_noise": "speech_commands/_background_noise_ and noise/ "
+                                 "(first 75 % of each recording)",
+        }
+    if task == "digits":
+        return {
+            "words": "shared/data/fsdd (CC BY-SA 4.0) + the digit words of speech_commands",
+            "extra_unknown": "other speech_commands words and 1 s pieces of speech_other",
+            "silence_and_noise": "speech_commands/_background_noise_ and noise/ "
+                                 "(first 75 % of each recording)",
+        }
+    return {"words": "user folder: one sub-folder per keyword"}
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m voxquant.models.train",
+        description="Train a streaming keyword model; writes NAME.onnx and NAME.json.",
+    )
+    p.add_argument("--task", choices=("kws12", "digits", "folder"), required=True)
+    p.add_argument("--data", type=Path, default=None, help="shared audio folder or your folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--name", default=None, help="model name (default: the task)")
+    p.add_argument("--epochs", type=int, default=TrainOptions.epochs)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a TrainOptions field, e.g. --set channels=48")
+    return p
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    fields = TrainOptions.__dataclass_fields__
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in fields or key in ("task", "epochs", "seed", "qat"):
+            raise ConfigError(f"unknown or reserved option {key!r}")
+        kind = type(getattr(TrainOptions(), key))
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        train(args.task, args.data, args.out, args.epochs, args.seed, args.qat,
+              name=args.name, **_parse_overrides(args.set))
+    except (ConfigError, DataNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
