@@ -137,17 +137,20 @@ def conv_f32_rows(F, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW
                         continue
                     ib = in_off + (iy * W + ix) * C
                     wb = woff + (ky * KW + kx) * cin_g * CO
+                    xs = F[ib:ib + C]
                     if cin_g == 1 and cout_g == 1:
+                        ws = w[wb:wb + CO]
                         for c in range(CO):
-                            acc[c] += F[ib + c] * w[wb + c]
+                            acc[c] += xs[c] * ws[c]
                     else:
                         for g in range(G):
+                            a = acc[g * cout_g:(g + 1) * cout_g]
                             for ci in range(cin_g):
-                                x = F[ib + g * cin_g + ci]
+                                x = xs[g * cin_g + ci]
                                 wr = wb + ci * CO + g * cout_g
-                                ab = g * cout_g
+                                ws = w[wr:wr + cout_g]
                                 for co in range(cout_g):
-                                    acc[ab + co] += x * w[wr + co]
+                                    a[co] += x * ws[co]
             ob = out_off + (oh * WO + ow) * CO
             for c in range(CO):
                 v = acc[c] + bias[coff + c]
@@ -176,19 +179,22 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
                 continue
             ib = in_off + (iy * W + ix) * C
             wb = woff + (ky * KW + kx) * cin_g * CO
+            xs = Q[ib:ib + C]
             if cin_g == 1 and cout_g == 1:
+                ws = w[wb:wb + CO]
                 for c in range(CO):
-                    acc[c] += (Q[ib + c] - zp_in) * w[wb + c]
+                    acc[c] += (np.int32(xs[c]) - zp_in) * np.int32(ws[c])
             else:
                 for g in range(G):
+                    a = acc[g * cout_g:(g + 1) * cout_g]
                     for ci in range(cin_g):
-                        x = Q[ib + g * cin_g + ci] - zp_in
+                        x = np.int32(xs[g * cin_g + ci]) - zp_in
                         if x == 0:
                             continue
                         wr = wb + ci * CO + g * cout_g
-                        ab = g * cout_g
+                        ws = w[wr:wr + cout_g]
                         for co in range(cout_g):
-                            acc[ab + co] += x * w[wr + co]
+                            a[co] += x * np.int32(ws[co])
 
 
 @njit(cache=True)

@@ -179,23 +179,17 @@ class EntropyObserver(_HistogramObserver):
     quantized histogram is closest in KL divergence to the observed one.
     """
 
-    def range(self) -> tuple[float, float]:
-        total = self.hist.sum()
-        if total <= 0:
-            return 0.0, 0.0
-        zero_bin = int(np.clip(np.floor((0.0 - self.lo) / (self.hi - self.lo) * self.bins), 0,
-                               self.bins - 1))
-        pos = self.hist[zero_bin:].copy()
-        n_levels = 128 if self.min_val < 0 else 256
-        if pos.size <= n_levels:
-            return self.min_val, self.max_val
+    @staticmethod
+    def _kl_threshold(pos: np.ndarray, n_levels: int) -> int:
+        """Number of bins (from zero) whose clipped, quantized copy has the least KL."""
+        if pos.size <= n_levels or pos.sum() <= 0:
+            return pos.size
         best, best_i = np.inf, pos.size
         for i in range(n_levels, pos.size + 1, max(1, (pos.size - n_levels) // 128)):
             ref = pos[:i].copy()
             ref[i - 1] += pos[i:].sum()
-            chunks = np.array_split(np.arange(i), n_levels)
             q = np.zeros(i)
-            for ch in chunks:
+            for ch in np.array_split(np.arange(i), n_levels):
                 nz = pos[ch] > 0
                 if nz.any():
                     q[ch[nz]] = pos[ch].sum() / nz.sum()
@@ -205,10 +199,26 @@ class EntropyObserver(_HistogramObserver):
             kl = float(np.sum(p[m] * np.log(p[m] / np.maximum(q[m], 1e-12))))
             if kl < best:
                 best, best_i = kl, i
+        return best_i
+
+    def range(self) -> tuple[float, float]:
+        """Each side of zero gets its own KL threshold (levels shared in proportion)."""
+        total = self.hist.sum()
+        if total <= 0:
+            return 0.0, 0.0
         width = (self.hi - self.lo) / self.bins
-        hi = self.lo + (zero_bin + best_i) * width
-        lo = self.min_val if self.min_val >= 0 else max(self.min_val, -hi)
-        return lo, min(hi, self.max_val)
+        zero_bin = int(np.clip(np.floor(-self.lo / width), 0, self.bins - 1))
+        levels = 1 << self.bits if self.bits == 8 else 256
+        pos = self.hist[zero_bin:]
+        neg = self.hist[:zero_bin][::-1]
+        frac = pos.size / max(pos.size + neg.size, 1)
+        hi = min(self.max_val, (zero_bin + self._kl_threshold(
+            pos, max(16, int(levels * frac)))) * width + self.lo)
+        lo = 0.0
+        if neg.size and self.min_val < 0:
+            lo = max(self.min_val, self.lo + (zero_bin - self._kl_threshold(
+                neg, max(16, int(levels * (1 - frac))))) * width)
+        return lo, hi
 
 
 OBSERVERS = {
