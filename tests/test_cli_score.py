@@ -124,8 +124,11 @@ def test_ctrl_c_writes_what_was_scored(tiny, tmp_path):
     out = tmp_path / "partial.json"
     proc = subprocess.Popen([*CMD, str(folder), "--model", str(tiny), "--runtime",
                              "onnxruntime", "--policy", "fp32", "--workers", "1", "--quiet",
-                             "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4.0)
+                             "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while "scoring 4000 files" not in proc.stderr.readline():  # the first batch is done
+        assert proc.poll() is None and time.monotonic() < deadline, "scoring never started"
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode == 130

@@ -129,8 +129,12 @@ def run(args: argparse.Namespace) -> int:
         with progress:
             task = progress.add_task("scoring", total=len(jobs))
             for results in _run_batches(args.engine, workers, init, batches):
+                first = not rows and not failed
                 for r in results:
                     (failed if isinstance(r, FailedFile) else rows).append(r)
+                if first:
+                    print(f"voxquant score: scoring {len(jobs)} files on {workers} worker(s)",
+                          file=sys.stderr, flush=True)
                 progress.advance(task, len(results))
     except KeyboardInterrupt:
         interrupted = True
