@@ -24,6 +24,8 @@ def host_cpu_features() -> frozenset[str]:
 
 def path_supported(path: str, features: frozenset[str] | None = None) -> bool:
     """Whether ``path`` can be compiled and run on this CPU."""
+    if path not in PATHS:
+        raise ValueError(f"unknown kernel path {path!r}; expected one of {PATHS}")
     feats = host_cpu_features() if features is None else features
     if path == "portable":
         return True
@@ -31,9 +33,7 @@ def path_supported(path: str, features: frozenset[str] | None = None) -> bool:
         return False
     if path == "avx2":
         return "avx2" in feats
-    if path == "vnni":
-        return {"avx512f", "avx512bw", "avx512vnni"} <= feats
-    raise ValueError(f"unknown kernel path {path!r}; expected one of {PATHS}")
+    return {"avx512f", "avx512bw", "avx512vnni"} <= feats
 
 
 def best_path(features: frozenset[str] | None = None) -> str:

@@ -98,6 +98,7 @@ def avg_pool_q(x, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad
                     count += 1
                     for ci in range(c):
                         acc[ci] += np.int32(x[hi, wi, ci])
+            count = max(count, 1)  # a window wholly in the padding gives 0
             half = count // 2
             for ci in range(c):
                 a = acc[ci]

@@ -1,0 +1,234 @@
+"""Depthwise conv, pooling, add, requantization, quantize / dequantize and fp32 kernels vs
+slow NumPy references (integer: bit-exact; fp32: within float32 summation tolerance)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import voxquant.kernels as K
+from voxquant.kernels import RQ_FLOAT, RQ_TFLITE
+
+INFO = {np.uint8: (0, 255), np.int8: (-128, 127), np.int16: (-32768, 32767)}
+
+
+def mbqm_ref(x: int, mult: int, shift: int) -> int:
+    left, right = max(shift, 0), max(-shift, 0)
+    v = (x * (1 << left) + 2**31) % 2**32 - 2**31
+    if v == mult == -(2**31):
+        h = 2**31 - 1
+    else:
+        s = v * mult + ((1 << 30) if v * mult >= 0 else 1 - (1 << 30))
+        h = abs(s) // (1 << 31) * (1 if s >= 0 else -1)
+    mask = (1 << right) - 1
+    return (h >> right) + (1 if (h & mask) > (mask >> 1) + (1 if h < 0 else 0) else 0)
+
+
+def pad_geometry(h, w, kh, kw, sh, sw, pads):
+    pt, pb, pl, pr = pads
+    return (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 8), w=st.integers(1, 6), c=st.integers(1, 19), kh=st.integers(1, 3),
+    kw=st.integers(1, 3), sh=st.integers(1, 2), sw=st.integers(1, 2),
+    pads=st.tuples(*[st.integers(0, 2)] * 4),
+    x_dtype=st.sampled_from([np.uint8, np.int8, np.int16]),
+    x_zp=st.integers(-4, 4), rq_mode=st.sampled_from([RQ_FLOAT, RQ_TFLITE]),
+    seed=st.integers(0, 2**31), extreme=st.booleans(),
+    rows=st.tuples(st.integers(0, 9), st.integers(0, 9)),
+)
+def test_depthwise_bit_exact(h, w, c, kh, kw, sh, sw, pads, x_dtype, x_zp, rq_mode, seed, extreme,
+                             rows):
+    ho, wo = pad_geometry(h, w, kh, kw, sh, sw, pads)
+    if ho < 1 or wo < 1:
+        return
+    rng = np.random.default_rng(seed)
+    lo, hi = INFO[x_dtype]
+    x = (rng.choice([lo, hi], (h, w, c)) if extreme else rng.integers(lo, hi + 1, (h, w, c)))
+    x = x.astype(x_dtype)
+    wt = rng.integers(-128, 128, (c, 1, kh, kw)).astype(np.int8)
+    bias = rng.integers(-2000, 2000, c).astype(np.int32)
+    scale = (rng.uniform(0.5, 2.0, c) / (kh * kw * max(abs(lo), hi) * 128 / 100)).astype(
+        np.float32)
+    mult, shift = K.quantize_multipliers(scale)
+    h0, h1 = sorted((min(rows[0], ho), min(rows[1], ho)))
+    y = np.full((ho, wo, c), 99, np.int8)
+    work = np.empty(K.work_size(c), np.int32)
+    K.depthwise_conv_q(x, x_zp, K.pack_depthwise_weights(wt), bias, kh, kw, sh, sw, *pads,
+                       rq_mode, scale, mult, shift, -3, -100, 100, y, h0, h1, work)
+    pt, pb, pl, pr = pads
+    xp = np.pad(x.astype(np.int64) - x_zp, ((pt, pb), (pl, pr), (0, 0)))
+    total = np.zeros((ho, wo, c), np.int64) + bias
+    for i in range(kh):
+        for j in range(kw):
+            total += xp[i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] * wt[:, 0, i, j]
+    if rq_mode == RQ_FLOAT:
+        v = np.rint(total.astype(np.int32).astype(np.float32) * scale).astype(np.int64)
+    else:
+        v = np.vectorize(mbqm_ref, otypes=[np.int64])(total, mult[None, None], shift[None, None])
+    ref = np.clip(v - 3, -100, 100)
+    np.testing.assert_array_equal(y[h0:h1], ref[h0:h1])
+    assert (y[:h0] == 99).all() and (y[h1:] == 99).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    h=st.integers(1, 7), w=st.integers(1, 6), c=st.integers(1, 9), kh=st.integers(1, 4),
+    kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+    pads=st.tuples(*[st.integers(0, 1)] * 4), seed=st.integers(0, 2**31),
+)
+def test_avg_pool_tflite_rounding(h, w, c, kh, kw, sh, sw, pads, seed):
+    ho, wo = pad_geometry(h, w, kh, kw, sh, sw, pads)
+    if ho < 1 or wo < 1:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (h, w, c)).astype(np.int8)
+    y = np.empty((ho, wo, c), np.int8)
+    K.avg_pool_q(x, kh, kw, sh, sw, *pads, -128, 127, y, 0, ho, np.empty(K.work_size(c), np.int32))
+    pt, _, pl, _ = pads
+    for oh in range(ho):
+        for ow in range(wo):
+            hs = [oh * sh - pt + i for i in range(kh) if 0 <= oh * sh - pt + i < h]
+            ws = [ow * sw - pl + j for j in range(kw) if 0 <= ow * sw - pl + j < w]
+            if not hs or not ws:
+                assert (y[oh, ow] == 0).all()
+                continue
+            acc = x[np.ix_(hs, ws)].astype(np.int64).sum((0, 1))
+            n = len(hs) * len(ws)
+            # TFLite: (acc +- n/2) / n with C++ truncation = round half away from zero
+            ref = np.array([math.trunc((a + (n // 2 if a > 0 else -(n // 2))) / n)
+                            for a in acc.tolist()])
+            np.testing.assert_array_equal(y[oh, ow], np.clip(ref, -128, 127))
+
+
+def test_global_avg_pool_and_running_sums():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (25, 5, 64)).astype(np.uint8)
+    y = np.empty(64, np.uint8)
+    work = np.empty(K.work_size(64), np.int32)
+    scale = np.float32(0.05 / (125 * 0.04))
+    K.global_avg_pool_q(x, 7, 0, 25, scale, 3, 0, 255, y, work)
+    ref = np.rint((x.astype(np.int64).sum((0, 1)) - 125 * 7).astype(np.float32) * scale) + 3
+    np.testing.assert_array_equal(y, np.clip(ref, 0, 255))
+    acc = np.zeros(64, np.int64)
+    K.sum_rows_i32(x, 0, 10, acc)
+    K.sum_rows_i32(x, 10, 25, acc)
+    np.testing.assert_array_equal(acc, x.astype(np.int64).sum((0, 1)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 300), a_zp=st.integers(-20, 20), b_zp=st.integers(-20, 20),
+       y_zp=st.integers(-20, 20), sa=st.floats(0.01, 4.0), sb=st.floats(0.01, 4.0),
+       seed=st.integers(0, 2**31))
+def test_add_q_bit_exact(n, a_zp, b_zp, y_zp, sa, sb, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, n).astype(np.int8)
+    b = rng.integers(-128, 128, n).astype(np.int8)
+    y = np.empty(n, np.int8)
+    vmin, vmax = K.add_q(a, a_zp, sa, b, b_zp, sb, y_zp, -128, 127, y)
+    f = ((a.astype(np.int32) - a_zp).astype(np.float32) * np.float32(sa)
+         + (b.astype(np.int32) - b_zp).astype(np.float32) * np.float32(sb))
+    np.testing.assert_array_equal(y, np.clip(np.rint(f) + y_zp, -128, 127))
+    assert vmin == pytest.approx(float(f.min())) and vmax == pytest.approx(float(f.max()))
+
+
+def test_quantize_multiplier_matches_tflite_rule():
+    for m in [1e-6, 0.0003, 0.25, 0.5, 0.7071, 0.99999999, 1.0, 1.5, 3.999]:
+        q, shift = K.quantize_multiplier(m)
+        assert 2**30 <= q < 2**31
+        assert abs(q * 2.0 ** (shift - 31) - m) <= m * 2**-30
+    assert K.quantize_multiplier(0.0) == (0, 0)
+    # frac rounding up to 2**31 renormalizes
+    q, shift = K.quantize_multiplier(1.0 - 2**-40)
+    assert (q, shift) == (2**30, 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(acc=st.integers(-(2**31), 2**31 - 1), m=st.floats(1e-7, 3.0))
+def test_multiply_by_quantized_multiplier(acc, m):
+    q, shift = K.quantize_multiplier(m)
+    assert K.multiply_by_quantized_multiplier(acc, q, shift) == mbqm_ref(acc, q, shift)
+
+
+def test_requantize_saturation_and_range():
+    acc = np.array([[-(2**31), -1000, 0, 999, 2**31 - 1]], np.int32)
+    y = np.empty((1, 5), np.int8)
+    scale = np.full(5, 0.1, np.float32)
+    z = np.zeros(5, np.int32)
+    vmin, vmax = K.requantize(acc, z, RQ_FLOAT, scale, z, z, 0, 0, 6, y)  # fused ReLU6
+    np.testing.assert_array_equal(y[0], [0, 0, 0, 6, 6])
+    assert vmin == np.rint(np.float32(-(2**31)) * np.float32(0.1))  # pre-clamp range
+    assert vmax == np.rint(np.float32(2**31 - 1) * np.float32(0.1))
+    big = np.full(5, 1e3, np.float32)
+    vmin, vmax = K.requantize(acc, z, RQ_FLOAT, big, z, z, 0, 0, 6, y)
+    assert vmin == -(2**30) and vmax == 2**30  # clipped to +-2**30 before rounding
+    acc2 = np.array([[5, 15, 25, -5, -15]], np.int32)
+    K.requantize(acc2, z, RQ_FLOAT, scale, z, z, 0, -128, 127, y)
+    np.testing.assert_array_equal(y[0], [0, 2, 2, 0, -2])  # half to even: 0.5->0, 1.5->2, 2.5->2
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 500), scale=st.floats(1e-3, 1.0), zp=st.integers(-10, 10),
+       seed=st.integers(0, 2**31))
+def test_quantize_dequantize_with_fused_max(n, scale, zp, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * rng.uniform(0.01, 200)).astype(np.float32)
+    q = np.empty(n, np.int8)
+    amax, n_sat = K.quantize_f32(x, scale, zp, -128, 127, q)
+    r = np.rint(x / np.float32(scale)) + zp
+    np.testing.assert_array_equal(q, np.clip(r, -128, 127))
+    assert amax == np.abs(x).max()
+    assert n_sat == int(((r < -128) | (r > 127)).sum())
+    d = np.empty(n, np.float32)
+    dmax = K.dequantize(q, scale, zp, d)
+    ref = (q.astype(np.int32) - zp).astype(np.float32) * np.float32(scale)
+    np.testing.assert_array_equal(d, ref)
+    assert dmax == np.abs(ref).max()
+    assert K.max_abs_f32(x) == np.abs(x).max()
+    assert K.max_abs_int(q, zp) == np.abs(q.astype(np.int64) - zp).max()
+
+
+def test_fp32_kernels_match_numpy():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((11, 7, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(11).astype(np.float32)
+    pads = (1, 0, 1, 1)
+    ho, wo = pad_geometry(9, 6, 3, 2, 2, 1, pads)
+    y = np.zeros((ho, wo, 11), np.float32)
+    col = np.empty(ho * wo * 42, np.float32)
+    wp = K.pack_gemm_weights_f32(K.conv_weights_nk(w))
+    vmin, vmax = K.conv2d_f32(x, wp, b, 3, 2, 2, 1, *pads, col, 0.0, 6.0, y, 0, ho)
+    xp = np.pad(x.astype(np.float64), ((1, 0), (1, 1), (0, 0)))
+    ref = np.zeros((ho, wo, 11)) + b
+    for i in range(3):
+        for j in range(2):
+            ref += xp[i:i + 2 * (ho - 1) + 1:2, j:j + wo, :] @ w[:, :, i, j].T.astype(np.float64)
+    np.testing.assert_allclose(y, np.clip(ref, 0, 6), rtol=1e-5, atol=1e-5)
+    assert vmin == pytest.approx(ref.min(), rel=1e-5) and vmax == pytest.approx(ref.max(),
+                                                                                 rel=1e-5)
+    wd = rng.standard_normal((7, 1, 3, 3)).astype(np.float32)
+    yd = np.zeros((9, 6, 7), np.float32)
+    K.depthwise_conv_f32(x, K.pack_depthwise_weights_f32(wd), b[:7], 3, 3, 1, 1, 1, 1, 1, 1,
+                         -np.inf, np.inf, yd, 0, 9, np.empty(7, np.float32))
+    xp = np.pad(x.astype(np.float64), ((1, 1), (1, 1), (0, 0)))
+    refd = sum(xp[i:i + 9, j:j + 6] * wd[:, 0, i, j] for i in range(3) for j in range(3)) + b[:7]
+    np.testing.assert_allclose(yd, refd, rtol=1e-5, atol=1e-5)
+    yp = np.zeros((1, 1, 7), np.float32)
+    K.avg_pool_f32(x, 9, 6, 1, 1, 0, 0, 0, 0, yp, 0, 1, np.empty(7, np.float32))
+    np.testing.assert_allclose(yp[0, 0], x.mean((0, 1)), rtol=1e-5, atol=1e-6)
+    xf = rng.standard_normal((4, 30)).astype(np.float32)
+    wf = rng.standard_normal((5, 30)).astype(np.float32)
+    yf = np.zeros((4, 5), np.float32)
+    K.gemm_f32(xf, K.pack_gemm_weights_f32(wf), b[:5], -np.inf, np.inf, yf, 1, 3)
+    np.testing.assert_allclose(yf[1:3], xf[1:3] @ wf.T + b[:5], rtol=1e-5, atol=1e-5)
+    assert (yf[0] == 0).all() and (yf[3] == 0).all()
+    ya = np.empty(30, np.float32)
+    K.add_f32(xf[0], xf[1], 0.0, np.inf, ya)
+    np.testing.assert_array_equal(ya, np.maximum(xf[0] + xf[1], 0))
