@@ -117,6 +117,15 @@ def import_tflite(path: str | Path) -> Graph:
         buf = Path(path).read_bytes()
     except OSError as exc:
         raise ModelImportError(path, None, f"cannot read file: {exc}") from exc
+    try:
+        return _import(path, buf)
+    except (ModelImportError, UnsupportedOpError):
+        raise
+    except Exception as exc:  # a corrupt flatbuffer fails in many ways (struct, index, ...)
+        raise ModelImportError(path, None, f"malformed TFLite flatbuffer: {exc!r}") from exc
+
+
+def _import(path: str, buf: bytes) -> Graph:
     r = _Reader(path, buf)
     g = r.graph
     if g.InputsLength() != 1 or g.OutputsLength() != 1:
