@@ -1,0 +1,95 @@
+"""Training code: export parity, MAC counting, a tiny reproducible run (needs torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voxquant.models.architectures import TCNConfig, count_macs_params
+from voxquant.models.train import clip_features
+from voxquant.stream.frontend import compute_features
+
+
+def test_clip_features_equal_per_clip_front_end() -> None:
+    rng = np.random.default_rng(0)
+    audios = rng.normal(0, 0.1, (3, 16000)).astype(np.float32)
+    batch = clip_features(audios)
+    assert batch.shape == (3, 49, 40)
+    for i in range(3):
+        np.testing.assert_array_equal(batch[i], compute_features(audios[i], "kws"))
+
+
+def test_mac_count_by_hand() -> None:
+    cfg = TCNConfig(channels=8, kernel=3, n_blocks=2, first_kernel=3, n_classes=4)
+    macs, params = count_macs_params(cfg)
+    t0, t1, t2 = 47, 45, 43
+    assert macs == t0 * 8 * 3 * 40 + t1 * 8 * 3 + t1 * 64 + t2 * 8 * 3 + t2 * 64 + 8 * 4
+    assert params == 8 * 120 + 8 + 2 * (8 * 3 + 8 + 64 + 8) + 8 * 4 + 4
+
+
+def test_folded_onnx_export_matches_torch(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    from voxquant.models.architectures import build_model, export_onnx, folded_layers
+
+    torch.manual_seed(0)
+    cfg = TCNConfig(channels=16, kernel=5, n_blocks=3, n_classes=5)
+    model = build_model(cfg)
+    model.feat_mean.uniform_(-12, -6)
+    model.feat_std.uniform_(1, 3)
+    bns = [model.bn0, *model.bn_dw, *model.bn_pw]
+    for bn in bns:
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.randn(4, 1, 49, 40) * 3 - 9
+    ref = torch.softmax(model(x), 1).detach().numpy()
+    path = export_onnx(folded_layers(model), cfg, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for i in range(4):
+        got = sess.run(None, {"features": x[i : i + 1].numpy()})[0][0]
+        np.testing.assert_allclose(got, ref[i], atol=1e-5)
+    n_params = sum(p.numel() for n, p in model.named_parameters() if "bn" not in n)
+    assert count_macs_params(cfg)[1] == n_params + 16 * (1 + 2 * 3)  # + folded biases
+
+
+def _write_folder(root: Path) -> None:
+    """Two 'keywords' (tones at different pitch) by 6 speakers, plus noise."""
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    for word, hz in (("low", 300.0), ("high", 2500.0)):
+        (root / word).mkdir(parents=True)
+        for spk in range(6):
+            for n in range(3):
+                x = 0.3 * np.sin(2 * np.pi * hz * (1 + 0.02 * spk) * t) * (t < 0.6)
+                x = x + rng.normal(0, 0.01, t.size)
+                sf.write(root / word / f"s{spk}_nohash_{n}.wav", x.astype(np.float32), 16000)
+    (root / "_background_noise_").mkdir()
+    sf.write(root / "_background_noise_" / "hiss.wav",
+             rng.normal(0, 0.05, 16000 * 8).astype(np.float32), 16000)
+
+
+def test_tiny_folder_training_is_reproducible(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from voxquant.models.train import train
+
+    data = tmp_path / "data"
+    _write_folder(data)
+    kwargs = dict(channels=8, kernel=3, n_blocks=2, batch_size=16, threads=1, log=lambda m: None)
+    a = train("folder", data, tmp_path / "a", epochs=3, seed=3, qat=True, qat_epochs=1, **kwargs)
+    b = train("folder", data, tmp_path / "b", epochs=3, seed=3, qat=True, qat_epochs=1, **kwargs)
+    assert a.onnx_path.read_bytes() == b.onnx_path.read_bytes()
+    card = json.loads(a.card_path.read_text())
+    assert card["classes"] == ["high", "low", "_silence_", "_unknown_"]
+    assert card["frontend"]["name"] == "kws" and card["window_frames"] == 49
+    assert card["macs"] == count_macs_params(TCNConfig(
+        channels=8, kernel=3, n_blocks=2, n_classes=4))[0]
+    assert card["validation"]["n_windows"] > 0
+    assert 0.0 <= card["validation"]["accuracy"] <= 1.0
+    assert card["training"]["qat"]["epochs"] == 1
