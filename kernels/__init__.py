@@ -7,7 +7,8 @@ network runs inside ONE numba call).
 Dispatch paths
 --------------
 ``portable`` (plain numba loops, any CPU), ``avx2`` (x86 AVX2, explicit ``vpmaddwd`` micro-kernel
-via an LLVM intrinsic), ``vnni`` (AVX-512 VNNI ``vpdpbusd``).  The path is chosen once at import:
+via an LLVM intrinsic), ``vnni`` (selected on AVX-512 VNNI CPUs; the ``vpdpbusd`` kernel is not
+written yet, so it runs the AVX2 kernels: see ``vnni.py``).  The path is chosen once at import:
 ``$VOXQUANT_KERNELS=portable|avx2|vnni|auto`` (default ``auto`` = fastest the CPU supports).
 ``KERNEL_PATH`` names the chosen one.  Each path is its own module
 (``voxquant.kernels.portable`` / ``.avx2`` / ``.vnni``) with the same names and its own numba

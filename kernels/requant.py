@@ -120,7 +120,7 @@ def requant_one(acc, c, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax):
     return v, q
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def store_row(acc, acc_off, n0, count, x_zp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift,
               y_zp, qmin, qmax, y, row, vmin, vmax):
     """Fused output stage of ``count`` channels ``n0..n0+count`` of output row ``y[row, :]``.
