@@ -203,3 +203,29 @@ def test_sensitivity_and_mixed_plan(causal_path):
     plan = model.mixed_plan(order=[i for i, _ in ranking], n_wide=1)
     assert plan.names().count("int16") == 1
     assert model.mixed_plan().names()[0] == "int16"
+
+
+def test_incremental_valid_padding_recomputes_one_row(tmp_path):
+    """'valid' time convolutions (no padding): one new output row per layer per frame."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], kernel_shape=[3, F]),
+        helper.make_node("Relu", ["a"], ["a1"]),
+        helper.make_node("Conv", ["a1", "w2", "b2"], ["b"], kernel_shape=[5, 1], group=8),
+        helper.make_node("Relu", ["b"], ["b1"]),
+        helper.make_node("GlobalAveragePool", ["b1"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1),
+    ]
+    path = _save(tmp_path, nodes, dict(w1=_w(8, 1, 3, F), b1=_w(8), w2=_w(8, 1, 5, 1),
+                                       b2=_w(8), wd=_w(5, 8), bd=_w(5)), "valid.onnx")
+    model = load(path)
+    frames = _stream(2 * T)
+    model.calibrate([frames[i:i + T] for i in range(0, T, 4)])
+    for prec in ("fp32", "int8"):
+        model.set_precision(prec)
+        inc = model.incremental()
+        assert inc.rows[:2].tolist() == [[0, 0, T - 3, T - 2], [0, 0, T - 7, T - 6]]
+        window = np.zeros((T, F), np.float32)
+        for frame in frames:
+            window = np.concatenate([window[1:], frame[None]], axis=0)
+            np.testing.assert_array_equal(inc.push(frame), model(window))

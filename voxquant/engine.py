@@ -241,9 +241,10 @@ class IncrementalRunner:
     """Incremental (causal) execution: one new feature frame per :meth:`push`.
 
     Every layer before the global average over time must be causal in time
-    (stride 1, no bottom padding, same number of output rows). Each push shifts
-    each layer's cached rows by one and recomputes only the newest row plus the
-    first rows whose receptive field reaches the window's zero padding, so the
+    (stride 1, no bottom padding; 'same' top padding or 'valid'). Each push
+    shifts each layer's cached rows by one and recomputes only the rows that
+    read the new frame plus the first rows whose receptive field reaches the
+    window's zero padding, so the
     result equals window mode on the same last ``input_frames`` frames exactly
     (bit for bit in fp32 and in integer paths with frozen scales).
     """
@@ -253,7 +254,9 @@ class IncrementalRunner:
         g = model.graph
         self.rows = np.zeros((model.n_layers, 4), np.int64)
         self.shift = np.zeros(model.n_layers, np.int64)
-        rf = {0: 1}
+        # per tensor: leading rows touched by the window-start zero padding ("bad") and
+        # trailing rows that changed because a new frame arrived ("new")
+        bad, new = {0: 0}, {0: 1}
         collapsed = False
         for i, layer in enumerate(g.layers):
             h_in, h_out = layer.in_shape[0], layer.out_shape[0]
@@ -266,15 +269,20 @@ class IncrementalRunner:
                 self.rows[i] = (0, 1, 0, 0)
                 collapsed = True
                 continue
+            eff = layer.dilation[0] * (layer.kernel[0] - 1) + 1
+            pt = layer.pads[0]
             causal = (layer.kind in (CONV, AVGPOOL, MAXPOOL, "add") and layer.stride[0] == 1
-                      and layer.pads[1] == 0 and h_out == h_in)
+                      and layer.pads[1] == 0 and h_out == h_in + pt - eff + 1)
             if not causal:
                 raise ConfigError(f"layer {i} ({layer.name}) is not causal in time: "
                                   "incremental mode needs stride 1 and no future padding")
-            r = max(rf[t] for t in layer.inputs) + layer.dilation[0] * (layer.kernel[0] - 1)
-            rf[layer.output] = r
-            head = min(r - 1, h_out)
-            self.rows[i] = (0, head, max(head, h_out - 1), h_out)
+            b_in = max(bad[t] for t in layer.inputs)
+            n_in = max(new[t] for t in layer.inputs)
+            head = min(h_out, b_in + pt)
+            first_new = h_in - n_in - eff + 1 + pt  # first output row reading a new row
+            tail = max(head, min(h_out, max(0, first_new)))
+            bad[layer.output], new[layer.output] = head, h_out - tail
+            self.rows[i] = (0, head, tail, h_out)
             self.shift[i] = 1
         if not collapsed:
             raise ConfigError("incremental mode needs a global average over time")
