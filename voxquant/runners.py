@@ -85,7 +85,60 @@ class _EngineRunner:
         return self._plan.run(x, self._codes[level])
 
 
-def make_runner(card: ModelCard, runtime: str):
+class _IncrementalEngineRunner:
+    """Incremental execution: each hop computes only the newest rows of each layer.
+
+    Needs a causal model and frozen activation scales (``<model>.calibration.npy``)
+    for its integer levels, since cached rows must keep their scales; ``fp32`` is
+    always offered. Levels: ``fp32`` and, when calibrated, ``int8`` and ``int16``
+    (static scales). :meth:`prime` recomputes every row from a whole window (at
+    the start, after the gate was shut, or after a precision switch);
+    :meth:`step` adds one frame.
+    """
+
+    def __init__(self, card: ModelCard):
+        from voxquant.engine import load
+
+        self._model = load(card.model_path)
+        calibration = card.model_path.with_suffix(".calibration.npy")
+        levels = ["fp32"]
+        if calibration.is_file():
+            self._model.plan.set_static_ranges(np.load(calibration))
+            levels += ["int8", "int16"]
+        self.levels = tuple(levels)
+        self._inc = self._model.incremental()  # raises ConfigError for non-causal models
+        self.macs_per_window = int(sum(layer.macs for layer in self._model.graph.layers))
+        self._n_features = card.frontend.n_features
+        self._level = None
+
+    def _select(self, level: str) -> None:
+        if level != self._level:
+            if level not in self.levels:
+                raise ConfigError(f"incremental precision {level!r} not available; "
+                                  f"have {self.levels}")
+            self._model.set_precision(level)
+            self._level = level
+
+    def prime(self, window: np.ndarray, level: str) -> np.ndarray:
+        self._select(level)
+        inc = self._inc
+        f = self._n_features
+        inc.window[f:] = window[:-1].reshape(-1)
+        inc._codes = None  # IncrementalRunner recomputes every row on its next push
+        return inc.push(window[-1])
+
+    def step(self, frame: np.ndarray, level: str) -> np.ndarray:
+        if level != self._level:
+            raise ConfigError("prime() after a precision switch")
+        return self._inc.push(frame)
+
+
+def make_runner(card: ModelCard, runtime: str, *, incremental: bool = False):
+    """The runner for ``runtime`` ("voxquant" or "onnxruntime")."""
+    if incremental:
+        if runtime != "voxquant":
+            raise ConfigError("incremental execution needs runtime 'voxquant'")
+        return _IncrementalEngineRunner(card)
     if runtime == "onnxruntime":
         return _OnnxRuntimeRunner(card)
     if runtime == "voxquant":

@@ -87,6 +87,10 @@ class KeywordSpotter:
         baseline for comparisons).
     trace : bool
         Keep a :class:`TraceRow` per hop in ``spotter.trace``.
+    incremental : bool
+        Update only the newest rows of each layer per hop (causal models;
+        integer levels use the model's calibrated static scales). Every hop's
+        frame is pushed, so ``stride_hops`` only thins the decisions.
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class KeywordSpotter:
         controller: ControllerConfig | None = None,
         runtime: str = "voxquant",
         trace: bool = False,
+        incremental: bool = False,
     ):
         if policy not in POLICIES:
             raise ConfigError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
@@ -112,7 +117,12 @@ class KeywordSpotter:
         self.stride_hops = max(1, int(stride_hops))
         fe = self.card.frontend
         self.hop_s = fe.hop_samples / fe.sample_rate_hz
-        self._runner = make_runner(self.card, runtime)
+        self.incremental = incremental
+        self._runner = make_runner(self.card, runtime, incremental=incremental)
+        if incremental and policy == "int8-static":
+            raise ConfigError("incremental int8 already uses static scales: use 'int8-dynamic'"
+                              " or 'int8-static' without incremental")
+        # Incremental "int8"/"int16" are served with the calibrated static scales.
         if policy != "adaptive" and POLICIES[policy] not in self._runner.levels:
             raise ConfigError(f"runtime {runtime!r} has no {policy!r} policy")
         if threshold is None:
@@ -174,6 +184,7 @@ class KeywordSpotter:
         self._controller.reset()
         self.scores[:] = 0.0
         self.trace.clear()
+        self._primed_level = None  # incremental: level the cached rows belong to
         self._hops = 0
         self._windows_run = 0
         self._windows_gated = 0
@@ -252,7 +263,13 @@ class KeywordSpotter:
         level = fixed if fixed is not None else self._controller.update(est.snr_db)
         self._precision_time[level] = self._precision_time.get(level, 0.0) + self.hop_s
         gate_open = self._gate.update(est) if self.gate_enabled else True
-        if self._frames.count < self.card.window_frames or self._hops % self.stride_hops:
+        if self._frames.count < self.card.window_frames:
+            return 0.0
+        if self._hops % self.stride_hops:
+            if self.incremental and gate_open and self._primed_level == level:
+                self._runner.step(frame[0], level)  # keep the cached rows current
+            elif self.incremental:
+                self._primed_level = None
             return 0.0
         fe = self.card.frontend
         end_s = ((self._hops - 1) * fe.hop_samples + fe.window_samples) / fe.sample_rate_hz
@@ -261,9 +278,16 @@ class KeywordSpotter:
             self._windows_gated += 1
             self._detector.clear_history()
             self.scores[:] = 0.0
+            self._primed_level = None
         else:
             t0 = time.thread_time()
-            probs = self._runner.run(self._frames.latest(), level)
+            if not self.incremental:
+                probs = self._runner.run(self._frames.latest(), level)
+            elif self._primed_level == level:
+                probs = self._runner.step(frame[0], level)
+            else:
+                probs = self._runner.prime(self._frames.latest(), level)
+                self._primed_level = level
             dt = time.thread_time() - t0
             cpu_us = dt * 1e6
             self._windows_run += 1
