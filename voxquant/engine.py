@@ -322,7 +322,7 @@ def _labels_for(path: Path) -> tuple[str, ...] | None:
     if card.is_file():
         try:
             data = json.loads(card.read_text())
-            labels = data.get("labels")
+            labels = data.get("labels") or data.get("classes")
             return tuple(labels) if labels else None
         except (OSError, ValueError):
             return None
