@@ -55,39 +55,46 @@ def accuracy_vs_snr(model: str, evalset: EvalSet, snrs, policies, runtime: str, 
     return result, levels_used
 
 
+def run_stream(model: str, audio: np.ndarray, events: list[dict], *, chunk_samples: int = 1600,
+               **spotter_options) -> dict:
+    """One spotter configuration over a long stream: CPU, windows, recall, latency, trace."""
+    spotter = KeywordSpotter(model, **spotter_options)
+    dets = []
+    for i in range(0, audio.size, chunk_samples):  # 100 ms chunks, as a microphone delivers
+        dets += spotter.process(audio[i : i + chunk_samples])
+    st = spotter.stats
+    hits, false_alarms, latencies = _match(dets, events)
+    keywords = [e for e in events if e["is_keyword"]]
+    return {
+        "audio_seconds": st.audio_seconds,
+        "cpu_seconds": st.cpu_seconds,
+        "cpu_per_audio_s": st.cpu_seconds / max(st.audio_seconds, 1e-9),
+        "model_cpu_seconds": float(sum(st.precision_cpu_seconds.values())),
+        "windows_run": st.windows_run,
+        "windows_gated": st.windows_gated,
+        "precision_windows": st.precision_windows,
+        "precision_cpu_seconds": st.precision_cpu_seconds,
+        "precision_time": st.precision_time,
+        "recall": hits / max(1, len(keywords)),
+        "false_alarms": false_alarms,
+        "latency_s_median": float(np.median(latencies)) if latencies else None,
+        "detections": [d.to_dict() for d in dets],
+        "trace": [r.to_dict() for r in spotter.trace],
+    }
+
+
 def stream_costs(model: str, audio: np.ndarray, events: list[dict], policies, runtime: str):
-    """Run each policy over the long stream; CPU, windows, recall, false alarms, trace."""
-    out = {}
-    for policy in policies:
-        spotter = KeywordSpotter(model, policy=policy, runtime=runtime, trace=policy == "adaptive")
-        dets = []
-        for i in range(0, audio.size, 1600):  # 100 ms chunks, as a microphone delivers
-            dets += spotter.process(audio[i : i + 1600])
-        st = spotter.stats
-        hits, false_alarms = _match(dets, events)
-        keywords = [e for e in events if e["is_keyword"]]
-        out[policy] = {
-            "audio_seconds": st.audio_seconds,
-            "cpu_seconds": st.cpu_seconds,
-            "cpu_per_audio_s": st.cpu_seconds / max(st.audio_seconds, 1e-9),
-            "model_cpu_seconds": float(sum(st.precision_cpu_seconds.values())),
-            "windows_run": st.windows_run,
-            "windows_gated": st.windows_gated,
-            "precision_windows": st.precision_windows,
-            "precision_cpu_seconds": st.precision_cpu_seconds,
-            "precision_time": st.precision_time,
-            "recall": hits / max(1, len(keywords)),
-            "false_alarms": false_alarms,
-            "detections": [d.to_dict() for d in dets],
-            "trace": [r.to_dict() for r in spotter.trace],
-        }
-    return out
+    """Run each policy over the long stream (adaptive with a trace)."""
+    return {p: run_stream(model, audio, events, policy=p, runtime=runtime,
+                          trace=p == "adaptive") for p in policies}
 
 
-def _match(detections, events) -> tuple[int, int]:
-    """Keyword events hit (a detection of the same word overlapping it) and false alarms."""
+def _match(detections, events) -> tuple[int, int, list[float]]:
+    """Keyword events hit (a detection of the same word overlapping it), false alarms,
+    and each hit's latency from the word's last sample to the detection's window end."""
     used = set()
     hits = 0
+    latencies = []
     for e in events:
         if not e["is_keyword"]:
             continue
@@ -96,8 +103,9 @@ def _match(detections, events) -> tuple[int, int]:
                     and d.end_s + 0.5 >= e["end_s"]:
                 used.add(j)
                 hits += 1
+                latencies.append(d.end_s - e["end_s"])
                 break
-    return hits, len(detections) - len(used)
+    return hits, len(detections) - len(used), latencies
 
 
 def savings(costs: dict, baseline: str) -> dict | None:
