@@ -314,6 +314,24 @@ def markdown(result: dict) -> str:
         "",
         *verdicts(result["rows"], result["peak_int8_gops"]),
         "",
+        "## Design notes (the contract is in `kernels/__init__.py`)",
+        "",
+        "- NHWC activations `x[H, W, C]` (H = time, W = frequency), slices of one arena;"
+        " every producer computes only output rows `h_out_start..h_out_stop` (streaming).",
+        "- AVX2 path: weights packed once at load as int16 `[N/16, K/4, 16, 4]`; a block of"
+        " activation rows is widened to int16 in a caller scratch (`work`), then a 3-row x"
+        " 16-channel `vpmaddwd` micro-kernel (LLVM intrinsic, 12 ymm accumulators) runs over"
+        " K; the requantization (float32 per-channel multiplier, round half to even, as"
+        " onnxruntime; or TFLite's fixed-point `MultiplyByQuantizedMultiplier`), zero points,"
+        " ReLU/ReLU6 bounds and the min/max reduction for dynamic scales are fused into the"
+        " vectorized store.",
+        "- Portable path: plain numba dot products over K-contiguous int8 weights; identical"
+        " integers (tests compare every path with NumPy references, bit for bit).",
+        "- Where we lose: small K (64) leaves the fixed per-tile costs (widening, pair-sum,"
+        " requantizing store) comparable to the multiply loop, and onnxruntime's MLAS"
+        " MatMulInteger (no requantization in the op) is faster on most shapes; see the"
+        " verdicts above.",
+        "",
         "## Compile time",
         "",
         "A process that compiles the kernels a network uses (pointwise, conv2d, depthwise,"

@@ -142,8 +142,11 @@ def _run_tile(rows, x_addr, x_stride, w_addr, k4_count, out_addr):
 
 @njit(cache=True)
 def _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin,
-               qmax, y, work):
-    m_count, k_size = x.shape
+               qmax, y, m_start, m_stop, y_row0, work):
+    # rows m_start..m_stop of x go to rows y_row0.. of y; no slicing here: slices of C arrays
+    # type as 'A' layout in numba, which blocks vectorization of the copy and the store
+    k_size = x.shape[1]
+    m_count = m_stop - m_start
     n_out = y.shape[1]
     k4 = (k_size + 3) // 4
     kp = k4 * 4
@@ -172,7 +175,7 @@ def _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y
         b_rows = min(mb, m_count - b0)
         # widen a block of activation rows once; it stays in L1 while all weight blocks pass
         for r in range(np.uint64(b_rows)):
-            src = np.uint64(b0) + r
+            src = np.uint64(m_start + b0) + r
             for k in range(uk):
                 xw[r * ukp + k] = x[src, k]
             for k in range(uk, ukp):
@@ -186,7 +189,7 @@ def _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y
                 for r in range(rows):
                     vmin, vmax = store_row(out, r * NR, nb * NR, n_here, x_zp, w_sum, bias,
                                            rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin,
-                                           qmax, y, b0 + t0 + r, vmin, vmax)
+                                           qmax, y, y_row0 + b0 + t0 + r, vmin, vmax)
     return np.float64(vmin), np.float64(vmax)
 
 
@@ -194,8 +197,8 @@ def _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y
 def gemm_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax,
            y, m_start, m_stop, work):
     """Quantized GEMM, rows ``m_start..m_stop`` (contract in ``voxquant.kernels``)."""
-    return _gemm_rows(x[m_start:m_stop], x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult,
-                          rq_shift, y_zp, qmin, qmax, y[m_start:m_stop], work)
+    return _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
+                      qmin, qmax, y, m_start, m_stop, m_start, work)
 
 
 @njit(cache=True)
@@ -203,7 +206,8 @@ def fully_connected_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_s
                       qmin, qmax, y, work):
     """Fully connected layer on 1-D ``x[K]`` -> 1-D ``y[N]``."""
     return _gemm_rows(x.reshape((1, x.shape[0])), x_zp, wp, w_sum, bias, rq_mode, rq_scale,
-                          rq_mult, rq_shift, y_zp, qmin, qmax, y.reshape((1, y.shape[0])), work)
+                      rq_mult, rq_shift, y_zp, qmin, qmax, y.reshape((1, y.shape[0])), 0, 1, 0,
+                      work)
 
 
 @njit(cache=True)
@@ -215,8 +219,8 @@ def pointwise_conv_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_sh
     y2 = y.reshape((h * w_size, y.shape[2]))
     a = h_out_start * w_size
     b = h_out_stop * w_size
-    return _gemm_rows(x2[a:b], x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift,
-                          y_zp, qmin, qmax, y2[a:b], work)
+    return _gemm_rows(x2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
+                      qmin, qmax, y2, a, b, a, work)
 
 
 @njit(cache=True)
@@ -236,5 +240,5 @@ def conv2d_q(x, x_zp, wp, w_sum, bias, kh, kw, stride_h, stride_w, pad_top, pad_
     im2col(x, x_zp, kh, kw, stride_h, stride_w, pad_top, pad_left, wo, h_out_start, h_out_stop,
            col2)
     y2 = y.reshape((ho * wo, c_out))
-    return _gemm_rows(col2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift,
-                          y_zp, qmin, qmax, y2[h_out_start * wo:h_out_stop * wo], work)
+    return _gemm_rows(col2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
+                      qmin, qmax, y2, 0, rows, h_out_start * wo, work)

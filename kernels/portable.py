@@ -35,8 +35,11 @@ def pack_gemm_weights(w_nk: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin,
-               qmax, y, work):
-    m_count, k_size = x.shape
+               qmax, y, m_start, m_stop, y_row0, work):
+    # rows m_start..m_stop of x go to rows y_row0.. of y; no slicing here: slices of C arrays
+    # type as 'A' layout in numba, which blocks vectorization of the copy and the store
+    k_size = x.shape[1]
+    m_count = m_stop - m_start
     n_out = y.shape[1]
     if x.itemsize == 1 and k_size > MAX_K_8BIT:
         raise ValueError("K too large for exact int32 accumulation of 8-bit activations")
@@ -52,10 +55,10 @@ def _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y
         for n in range(n_out):
             acc = np.int32(0)
             for k in range(k_size):
-                acc += np.int32(x[m, k]) * np.int32(w[n, k])
+                acc += np.int32(x[m_start + m, k]) * np.int32(w[n, k])
             acc_row[n] = acc
         vmin, vmax = store_row(acc_row, 0, 0, n_out, x_zp, w_sum, bias, rq_mode, rq_scale,
-                               rq_mult, rq_shift, y_zp, qmin, qmax, y, m, vmin, vmax)
+                               rq_mult, rq_shift, y_zp, qmin, qmax, y, y_row0 + m, vmin, vmax)
     return np.float64(vmin), np.float64(vmax)
 
 
@@ -64,8 +67,8 @@ def gemm_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
            y, m_start, m_stop, work):
     """Quantized GEMM ``y[m, :] = rq(sum_k (x[m, k] - x_zp) * w[n, k] + bias[n])``, rows
     ``m_start <= m < m_stop`` only.  See ``voxquant.kernels`` for the argument contract."""
-    return _gemm_rows(x[m_start:m_stop], x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult,
-                      rq_shift, y_zp, qmin, qmax, y[m_start:m_stop], work)
+    return _gemm_rows(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
+                      qmin, qmax, y, m_start, m_stop, m_start, work)
 
 
 @njit(cache=True)
@@ -75,7 +78,7 @@ def fully_connected_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_s
     x2 = x.reshape((1, x.shape[0]))
     y2 = y.reshape((1, y.shape[0]))
     return _gemm_rows(x2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
-                      qmin, qmax, y2, work)
+                      qmin, qmax, y2, 0, 1, 0, work)
 
 
 @njit(cache=True)
@@ -87,9 +90,10 @@ def pointwise_conv_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_sh
     c_out = y.shape[2]
     x2 = x.reshape((h * w_size, c_in))
     y2 = y.reshape((h * w_size, c_out))
-    return _gemm_rows(x2[h_out_start * w_size:h_out_stop * w_size], x_zp, wp, w_sum, bias,
-                      rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax,
-                      y2[h_out_start * w_size:h_out_stop * w_size], work)
+    a = h_out_start * w_size
+    b = h_out_stop * w_size
+    return _gemm_rows(x2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
+                      qmin, qmax, y2, a, b, a, work)
 
 
 @njit(cache=True)
@@ -111,4 +115,4 @@ def conv2d_q(x, x_zp, wp, w_sum, bias, kh, kw, stride_h, stride_w, pad_top, pad_
            col2)
     y2 = y.reshape((ho * wo, c_out))
     return _gemm_rows(col2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
-                      qmin, qmax, y2[h_out_start * wo:h_out_stop * wo], work)
+                      qmin, qmax, y2, 0, rows, h_out_start * wo, work)
