@@ -117,51 +117,145 @@ def mbqm(x, mult, shift):
 # ----------------------------------------------------------------------------- conv
 
 
-@njit(cache=True)
-def conv_f32_rows(F, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW, CO, WO,
-                  bias, coff, out_off, r0, r1, amin, amax, acc):
-    """fp32 grouped/depthwise conv on output rows [r0, r1); fused bias and clamp."""
+@njit(cache=True, inline="always")
+def _accumulate4_f32(X, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, DH, DW, CO, oh, ow,
+                     acc):
+    """fp32 G == 1 conv: 4 neighbouring output pixels at once (each weight load used 4x)."""
+    a0 = acc[0:CO]
+    a1 = acc[CO:2 * CO]
+    a2 = acc[2 * CO:3 * CO]
+    a3 = acc[3 * CO:4 * CO]
+    for c in range(4 * CO):
+        acc[c] = 0.0
+    for ky in range(KH):
+        iy = oh * SH - PT + ky * DH
+        if iy < 0 or iy >= H:
+            continue
+        for kx in range(KW):
+            ix0 = ow * SW - PL + kx * DW
+            v0 = 0 <= ix0 < W
+            v1 = 0 <= ix0 + SW < W
+            v2 = 0 <= ix0 + 2 * SW < W
+            v3 = 0 <= ix0 + 3 * SW < W
+            rb = in_off + iy * W * C
+            wb = woff + (ky * KW + kx) * C * CO
+            for ci in range(C):
+                x0 = X[rb + ix0 * C + ci] if v0 else np.float32(0.0)
+                x1 = X[rb + (ix0 + SW) * C + ci] if v1 else np.float32(0.0)
+                x2 = X[rb + (ix0 + 2 * SW) * C + ci] if v2 else np.float32(0.0)
+                x3 = X[rb + (ix0 + 3 * SW) * C + ci] if v3 else np.float32(0.0)
+                ws = w[wb + ci * CO:wb + ci * CO + CO]
+                for co in range(CO):
+                    wv = ws[co]
+                    a0[co] += x0 * wv
+                    a1[co] += x1 * wv
+                    a2[co] += x2 * wv
+                    a3[co] += x3 * wv
+
+
+@njit(cache=True, inline="always")
+def _accumulate1_f32(X, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW, CO, oh,
+                     ow, acc):
+    """fp32 grouped/depthwise conv, one output pixel."""
     cin_g = C // G
     cout_g = CO // G
+    for c in range(CO):
+        acc[c] = 0.0
+    for ky in range(KH):
+        iy = oh * SH - PT + ky * DH
+        if iy < 0 or iy >= H:
+            continue
+        for kx in range(KW):
+            ix = ow * SW - PL + kx * DW
+            if ix < 0 or ix >= W:
+                continue
+            ib = in_off + (iy * W + ix) * C
+            wb = woff + (ky * KW + kx) * cin_g * CO
+            xs = X[ib:ib + C]
+            if cin_g == 1 and cout_g == 1:
+                ws = w[wb:wb + CO]
+                for c in range(CO):
+                    acc[c] += xs[c] * ws[c]
+            else:
+                for g in range(G):
+                    a = acc[g * cout_g:(g + 1) * cout_g]
+                    for ci in range(cin_g):
+                        x = xs[g * cin_g + ci]
+                        wr = wb + ci * CO + g * cout_g
+                        ws = w[wr:wr + cout_g]
+                        for co in range(cout_g):
+                            a[co] += x * ws[co]
+
+
+@njit(cache=True, fastmath=True)
+def conv_f32_rows(F, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW, CO, WO,
+                  bias, coff, out_off, r0, r1, amin, amax, acc):
+    """fp32 conv (grouped/depthwise too) on output rows [r0, r1); fused bias and clamp.
+
+    ``acc`` needs 4 * CO elements. Every output pixel always goes through the same
+    code path (blocks are fixed by column), so row ranges give identical values.
+    """
     for oh in range(r0, r1):
-        for ow in range(WO):
-            for c in range(CO):
-                acc[c] = 0.0
-            for ky in range(KH):
-                iy = oh * SH - PT + ky * DH
-                if iy < 0 or iy >= H:
-                    continue
-                for kx in range(KW):
-                    ix = ow * SW - PL + kx * DW
-                    if ix < 0 or ix >= W:
-                        continue
-                    ib = in_off + (iy * W + ix) * C
-                    wb = woff + (ky * KW + kx) * cin_g * CO
-                    xs = F[ib:ib + C]
-                    if cin_g == 1 and cout_g == 1:
-                        ws = w[wb:wb + CO]
-                        for c in range(CO):
-                            acc[c] += xs[c] * ws[c]
-                    else:
-                        for g in range(G):
-                            a = acc[g * cout_g:(g + 1) * cout_g]
-                            for ci in range(cin_g):
-                                x = xs[g * cin_g + ci]
-                                wr = wb + ci * CO + g * cout_g
-                                ws = w[wr:wr + cout_g]
-                                for co in range(cout_g):
-                                    a[co] += x * ws[co]
+        ow = 0
+        while ow < WO:
+            nb = 4 if (G == 1 and ow + 4 <= WO) else 1
+            if nb == 4:
+                _accumulate4_f32(F, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, DH, DW,
+                                 CO, oh, ow, acc)
+            else:
+                _accumulate1_f32(F, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH,
+                                 DW, CO, oh, ow, acc)
             ob = out_off + (oh * WO + ow) * CO
-            for c in range(CO):
-                v = acc[c] + bias[coff + c]
-                if v < amin:
-                    v = amin
-                if v > amax:
-                    v = amax
-                F[ob + c] = v
+            for j in range(nb):
+                for c in range(CO):
+                    v = acc[j * CO + c] + bias[coff + c]
+                    if v < amin:
+                        v = amin
+                    if v > amax:
+                        v = amax
+                    F[ob + j * CO + c] = v
+            ow += nb
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _accumulate4_int(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, DH, DW, CO,
+                     oh, ow, acc):
+    """Integer G == 1 conv, 4 output pixels: sum((x - zp) * w), padding = real zero."""
+    a0 = acc[0:CO]
+    a1 = acc[CO:2 * CO]
+    a2 = acc[2 * CO:3 * CO]
+    a3 = acc[3 * CO:4 * CO]
+    for c in range(4 * CO):
+        acc[c] = 0
+    zp = np.int32(zp_in)
+    zero = np.int32(0)
+    for ky in range(KH):
+        iy = oh * SH - PT + ky * DH
+        if iy < 0 or iy >= H:
+            continue
+        for kx in range(KW):
+            ix0 = ow * SW - PL + kx * DW
+            v0 = 0 <= ix0 < W
+            v1 = 0 <= ix0 + SW < W
+            v2 = 0 <= ix0 + 2 * SW < W
+            v3 = 0 <= ix0 + 3 * SW < W
+            rb = in_off + iy * W * C
+            wb = woff + (ky * KW + kx) * C * CO
+            for ci in range(C):
+                x0 = np.int32(Q[rb + ix0 * C + ci]) - zp if v0 else zero
+                x1 = np.int32(Q[rb + (ix0 + SW) * C + ci]) - zp if v1 else zero
+                x2 = np.int32(Q[rb + (ix0 + 2 * SW) * C + ci]) - zp if v2 else zero
+                x3 = np.int32(Q[rb + (ix0 + 3 * SW) * C + ci]) - zp if v3 else zero
+                ws = w[wb + ci * CO:wb + ci * CO + CO]
+                for co in range(CO):
+                    wv = np.int32(ws[co])
+                    a0[co] += x0 * wv
+                    a1[co] += x1 * wv
+                    a2[co] += x2 * wv
+                    a3[co] += x3 * wv
+
+
+@njit(cache=True, inline="always")
 def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW,
                         CO, oh, ow, acc):
     """Integer accumulators sum((x - zp) * w) of one output pixel (padding = real 0)."""
@@ -201,56 +295,66 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
 def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW, CO, WO,
                   out_off, r0, r1, acc, store_mode, mscale, bias_f, coff, amin, amax, F,
                   inv_s, zp_out, qmin, qmax, b_i32, mult, shift, rounding):
-    """Integer conv on rows [r0, r1) with its store.
+    """Integer conv on rows [r0, r1) with its store (``acc`` needs 4 * CO elements).
 
     store_mode 0: real values to the fp32 region (exact per-window mode);
     1: quantize directly with ``inv_s``/``zp_out`` (running/static);
-    2: TFLite fixed-point requantization (bit-exact int8).
+    2: TFLite fixed-point requantization (bit-exact int8; ``rounding`` 1 = double,
+    2 = single rounding).
     Returns (min, max, saturated count) of the real outputs (0, 0, 0 for mode 2).
     """
     mn = np.inf
     mx = -np.inf
     sat = 0
     for oh in range(r0, r1):
-        for ow in range(WO):
-            conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
-                                DH, DW, CO, oh, ow, acc)
-            ob = out_off + (oh * WO + ow) * CO
-            if store_mode == 2:
+        ow = 0
+        while ow < WO:
+            nb = 4 if (G == 1 and ow + 4 <= WO) else 1
+            if nb == 4:
+                _accumulate4_int(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL,
+                                 DH, DW, CO, oh, ow, acc)
+            else:
+                conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT,
+                                    PL, G, DH, DW, CO, oh, ow, acc)
+            for j in range(nb):
+                ob = out_off + (oh * WO + ow + j) * CO
+                ab = j * CO
+                if store_mode == 2:
+                    for c in range(CO):
+                        a = np.int64(acc[ab + c]) + b_i32[coff + c]
+                        if rounding == 1:
+                            v = mbqm(a, mult[coff + c], shift[coff + c]) + zp_out
+                        else:
+                            v = mbqm_single(a, mult[coff + c], shift[coff + c],
+                                            rounding == 3) + zp_out
+                        if v < qmin:
+                            v = qmin
+                        if v > qmax:
+                            v = qmax
+                        Q[ob + c] = v
+                    continue
                 for c in range(CO):
-                    a = np.int64(acc[c]) + b_i32[coff + c]
-                    if rounding == 1:
-                        v = mbqm(a, mult[coff + c], shift[coff + c]) + zp_out
+                    v = acc[ab + c] * mscale[c] + bias_f[coff + c]
+                    if v < amin:
+                        v = amin
+                    if v > amax:
+                        v = amax
+                    if v < mn:
+                        mn = v
+                    if v > mx:
+                        mx = v
+                    if store_mode == 0:
+                        F[ob + c] = v
                     else:
-                        v = mbqm_single(a, mult[coff + c], shift[coff + c],
-                                        rounding == 3) + zp_out
-                    if v < qmin:
-                        v = qmin
-                    if v > qmax:
-                        v = qmax
-                    Q[ob + c] = v
-                continue
-            for c in range(CO):
-                v = acc[c] * mscale[c] + bias_f[coff + c]
-                if v < amin:
-                    v = amin
-                if v > amax:
-                    v = amax
-                if v < mn:
-                    mn = v
-                if v > mx:
-                    mx = v
-                if store_mode == 0:
-                    F[ob + c] = v
-                else:
-                    q = int(math.floor(v * inv_s + 0.5)) + zp_out
-                    if q < qmin:
-                        q = qmin
-                        sat += 1
-                    elif q > qmax:
-                        q = qmax
-                        sat += 1
-                    Q[ob + c] = q
+                        q = int(math.floor(v * inv_s + 0.5)) + zp_out
+                        if q < qmin:
+                            q = qmin
+                            sat += 1
+                        elif q > qmax:
+                            q = qmax
+                            sat += 1
+                        Q[ob + c] = q
+            ow += nb
     return mn, mx, sat
 
 

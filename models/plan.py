@@ -177,9 +177,9 @@ class Plan:
         self.valid = np.zeros(n_t, np.int64)
         self.alpha = 0.1
         cmax = max(int(layer.out_shape[2]) for layer in layers)
-        self.acc_f = np.zeros(cmax, np.float32)
-        self.acc_i32 = np.zeros(cmax, np.int32)
-        self.acc_i64 = np.zeros(cmax, np.int64)
+        self.acc_f = np.zeros(4 * cmax, np.float32)
+        self.acc_i32 = np.zeros(4 * cmax, np.int32)
+        self.acc_i64 = np.zeros(4 * cmax, np.int64)
         self.mscale = np.zeros(cmax, np.float64)
         self.no_shift = np.zeros(n_l, np.int64)
         self.rows_window = np.zeros((n_l, 4), np.int64)
