@@ -201,8 +201,19 @@ def _noise_parts(task: str, data_dir: Path) -> tuple[list[ds.Clip], list[ds.Clip
 
 
 def split_word_clips(task: str, data_dir: Path) -> tuple[list[ds.Clip], list[ds.Clip]]:
-    """Speaker-disjoint (train, validation) word clips of a task."""
-    return ds.speaker_split(_word_clips(task, data_dir), VALIDATION_FRACTION, SPLIT_SEED)
+    """Speaker-disjoint (train, validation) word clips of a task.
+
+    For ``digits`` at least one FSDD speaker is always held out (FSDD has only 5).
+    """
+    clips = _word_clips(task, data_dir)
+    train_clips, val = ds.speaker_split(clips, VALIDATION_FRACTION, SPLIT_SEED)
+    if task == "digits":
+        fsdd = {c.speaker for c in clips if c.path.parent.name == "fsdd"}
+        if fsdd and not fsdd & {c.speaker for c in val}:
+            held = min(fsdd, key=lambda s: ds.speaker_unit(s, SPLIT_SEED))
+            val = val + [c for c in train_clips if c.speaker == held]
+            train_clips = [c for c in train_clips if c.speaker != held]
+    return train_clips, val
 
 
 def validation_set(task: str, data_dir: Path | None = None) -> list[EvalItem]:
