@@ -448,6 +448,25 @@ def _quantize_region(F, Q, off, n, scale, zp, qmin, qmax):
     return sat
 
 
+@njit(cache=True, fastmath=True)
+def _quantize_fast(F, Q, off, n, inv_s, zp, qmin, qmax):
+    """Quantize with a multiply by 1/scale (round half up); returns the saturated count."""
+    sat = 0
+    lo = np.float32(qmin - zp)
+    hi = np.float32(qmax - zp)
+    inv = np.float32(inv_s)
+    for i in range(n):
+        v = math.floor(F[off + i] * inv + np.float32(0.5))
+        if v < lo:
+            v = lo
+            sat += 1
+        elif v > hi:
+            v = hi
+            sat += 1
+        Q[off + i] = np.int32(v) + zp
+    return sat
+
+
 @njit(cache=True)
 def _range(F, off, n):
     mn = np.inf
@@ -576,9 +595,16 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
         mx = max(mx, b)
         sat += s
     if mode == 0:
-        valid[tout] = 1
-        _ensure(tout, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8,
-                Q16)
+        # exact per window: the range was gathered in the store; one light quantize pass
+        s_out, zp_out = _tensor_qparams(tout, p, qmode, st_scale, st_zp, ost, mn, mx)
+        if p == P_I8:
+            sat = _quantize_fast(F, Q8, out_off, t_size[tout], 1.0 / s_out, zp_out, qmin, qmax)
+        else:
+            sat = _quantize_fast(F, Q16, out_off, t_size[tout], 1.0 / s_out, zp_out, qmin,
+                                 qmax)
+        _note_range(tout, ost, mn, mx, sat)
+        qsc[tout, p] = s_out
+        qzp[tout, p] = zp_out
         valid[tout] = 1 << p  # consumers see the quantized values, as in running mode
         return
     if mode == 1:
