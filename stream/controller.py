@@ -38,6 +38,29 @@ class ControllerConfig:
             raise ConfigError("widen_below_snr_db must be strictly decreasing")
 
 
+def controller_config(card) -> ControllerConfig:
+    """The controller thresholds measured for a model, else the defaults.
+
+    ``<model>.controller.json`` beside the model (written by
+    ``benchmarks/streaming.py --write-thresholds``) holds
+    ``{"widen_below_snr_db": [...], ...}`` in the noise tracker's SNR units.
+    """
+    import json
+
+    path = card.model_path.with_suffix(".controller.json")
+    if not path.is_file():
+        return ControllerConfig()
+    try:
+        raw = json.loads(path.read_text())
+        return ControllerConfig(
+            widen_below_snr_db=tuple(float(x) for x in raw["widen_below_snr_db"]),
+            hysteresis_db=float(raw.get("hysteresis_db", 3.0)),
+            min_dwell_s=float(raw.get("min_dwell_s", 1.0)),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: invalid controller thresholds: {exc}") from None
+
+
 class PrecisionController:
     """Map a running SNR estimate to a precision level with hysteresis and dwell."""
 

@@ -19,7 +19,7 @@ from voxquant.results import Detection
 from voxquant.runners import make_runner
 from voxquant.spotter import POLICIES, KeywordSpotter
 from voxquant.stream.audio_io import load_audio
-from voxquant.stream.controller import PrecisionController
+from voxquant.stream.controller import PrecisionController, controller_config
 from voxquant.stream.frontend import StreamingFrontEnd
 from voxquant.stream.noise import NoiseTracker
 
@@ -106,7 +106,8 @@ class FileScorer:
         self._energy = np.zeros(max_frames, np.float64)
         self._window_samples = (self.card.window_frames - 1) * fe.hop_samples + fe.window_samples
         self._levels = tuple(lv for lv in ("int8", "int16", "fp32") if lv in self._runner.levels)
-        self._controller = PrecisionController(hop_s=fe.hop_samples / fe.sample_rate_hz)
+        self._controller = PrecisionController(controller_config(self.card),
+                                               hop_s=fe.hop_samples / fe.sample_rate_hz)
         self._spotter: KeywordSpotter | None = None
 
     def score(self, path: str | Path, label: str | None = None) -> ScoreRow:
@@ -123,15 +124,12 @@ class FileScorer:
         return ScoreRow(**{**row.__dict__, "cpu_ms": cpu_ms})
 
     def _clip_level(self, energies: np.ndarray) -> str:
+        """Level for a clip: the streaming noise tracker run over its frames."""
         fixed = POLICIES[self.policy]
         if fixed is not None:
             return fixed
-        tracker = NoiseTracker()
-        db = 10.0 * np.log10(energies + 1e-12) + 3.0103
-        floor = float(np.percentile(db, 10))
-        tracker.noise_floor_dbfs = floor
-        est = tracker.update(float(db.max()))
-        level = self._controller.target_level(est.snr_db)
+        snr_db = clip_snr_db(energies)
+        level = self._controller.target_level(snr_db)
         return self._levels[min(level, len(self._levels) - 1)]
 
     def classify(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
@@ -187,6 +185,15 @@ class FileScorer:
             precision=main_level, cpu_ms=0.0, label=label, detections=detections,
             precision_time=dict(stats.precision_time),
         )
+
+
+def clip_snr_db(mean_square_energies: np.ndarray) -> float:
+    """SNR estimate of one clip, by the same tracker the streaming spotter uses."""
+    tracker = NoiseTracker()
+    est = None
+    for ms in mean_square_energies:
+        est = tracker.update(max(-100.0, 10.0 * np.log10(ms + 1e-12) + 3.0103))
+    return est.snr_db if est is not None else 0.0
 
 
 def score_or_fail(scorer: FileScorer, path: str, label: str | None) -> ScoreRow | FailedFile:

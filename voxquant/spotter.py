@@ -20,7 +20,7 @@ from voxquant.errors import ConfigError
 from voxquant.models.cards import ModelCard, resolve_model
 from voxquant.results import Detection, SpotterStats
 from voxquant.runners import make_runner
-from voxquant.stream.controller import ControllerConfig, PrecisionController
+from voxquant.stream.controller import ControllerConfig, PrecisionController, controller_config
 from voxquant.stream.detector import PosteriorDetector
 from voxquant.stream.frontend import StreamingFrontEnd
 from voxquant.stream.noise import EnergyGate, NoiseTracker
@@ -139,7 +139,7 @@ class KeywordSpotter:
         self._gate = EnergyGate(hop_s=self.hop_s, hangover_s=max(1.2, self.card.window_s + 0.2))
         self.gate_enabled = (policy == "adaptive") if gate is None else bool(gate)
         levels = tuple(lv for lv in ("int8", "int16", "fp32") if lv in self._runner.levels)
-        cfg = controller or ControllerConfig()
+        cfg = controller or controller_config(self.card)
         if policy == "adaptive" and cfg.levels != levels:
             cfg = ControllerConfig(
                 levels=levels,
