@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="kws12")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-clips", type=int, default=300)
+    p.add_argument("--write-thresholds", action="store_true",
+                   help="save the measured controller thresholds beside the model")
     p.add_argument("--json", dest="json_out")
     p.add_argument("--markdown", dest="md_out")
     args = p.parse_args(argv)
@@ -52,6 +54,12 @@ def main(argv=None) -> int:
 
     card = resolve_model(args.model)
     evalset = load_eval_set(card.labels, max_clips=args.max_clips)
+    thresholds = choose_thresholds(args.model, evalset)
+    if args.write_thresholds:
+        path = card.model_path.with_suffix(".controller.json")
+        path.write_text(json.dumps({k: thresholds[k] for k in
+                                    ("widen_below_snr_db", "hysteresis_db", "min_dwell_s")},
+                                   indent=1) + "\n")
     keywords = tuple(lab for lab in card.labels if not lab.startswith("_"))
     audio, events, segments = long_stream(evalset, keywords, words_per_segment=8)
     runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
@@ -93,7 +101,8 @@ def main(argv=None) -> int:
            "stream_seconds": audio.size / 16000, "segments": segments,
            "keywords_in_stream": sum(e["is_keyword"] for e in events),
            "repeats": args.repeats, "rows": rows, "skipped": skipped,
-           "accuracy_vs_snr": acc, "accuracy_seconds": acc_seconds, "targets": targets}
+           "accuracy_vs_snr": acc, "accuracy_seconds": acc_seconds, "targets": targets,
+           "thresholds": thresholds}
     text = _markdown(doc)
     print(text)
     if args.json_out:
@@ -101,6 +110,55 @@ def main(argv=None) -> int:
     if args.md_out:
         Path(args.md_out).write_text(text)
     return 0
+
+
+CALIBRATION_SNRS = (30.0, 20.0, 15.0, 10.0, 5.0, 0.0)
+
+
+def choose_thresholds(model: str, evalset, tolerance_points: float = 0.5) -> dict:
+    """Measure per-level accuracy and the tracker's SNR estimate at each true SNR.
+
+    A level is allowed down to the lowest true SNR above which it stays within
+    ``tolerance_points`` of fp32 everywhere; the controller widens below the
+    tracker's median estimate halfway between that SNR and the next lower one.
+    """
+    from voxquant.evalsets import mix
+    from voxquant.scoring import FileScorer
+
+    levels = {"int8": "int8-dynamic", "int16": "int16", "fp32": "fp32"}
+    scorers = {lv: FileScorer(model, policy=pol) for lv, pol in levels.items()}
+    snr_scorer = scorers["fp32"]
+    conditions = [None, *CALIBRATION_SNRS]
+    rng = np.random.default_rng(1)
+    acc: dict[str, dict[str, float]] = {lv: {} for lv in levels}
+    estimate: dict[str, float] = {}
+    for c in conditions:
+        key = "clean" if c is None else f"{c:g}"
+        noisy = [mix(a, evalset, c, rng) for a in evalset.audio]
+        estimate[key] = float(np.median([snr_scorer.snr_db(a) for a in noisy]))
+        for lv, scorer in scorers.items():
+            labels = scorer.card.labels
+            acc[lv][key] = float(np.mean([labels[int(np.argmax(scorer.classify(a)[0]))] == y
+                                          for a, y in zip(noisy, evalset.labels)]))
+    keys = ["clean" if c is None else f"{c:g}" for c in conditions]
+
+    def widen_below(level: str) -> float:
+        ok_down_to = None
+        for i, k in enumerate(keys):
+            if 100 * (acc["fp32"][k] - acc[level][k]) > tolerance_points:
+                break
+            ok_down_to = i
+        if ok_down_to is None:
+            return estimate[keys[0]] + 10.0  # never good enough: always wider
+        if ok_down_to == len(keys) - 1:
+            return estimate[keys[-1]] - 10.0  # good everywhere measured
+        return 0.5 * (estimate[keys[ok_down_to]] + estimate[keys[ok_down_to + 1]])
+
+    t_int16, t_fp32 = widen_below("int8"), widen_below("int16")
+    t_fp32 = min(t_fp32, t_int16 - 1.0)  # the ladder must be strictly decreasing
+    return {"widen_below_snr_db": [round(t_int16, 1), round(t_fp32, 1)], "hysteresis_db": 3.0,
+            "min_dwell_s": 1.0, "tolerance_points": tolerance_points,
+            "accuracy": acc, "estimated_snr_db": estimate}
 
 
 def _targets(by: dict, acc: dict) -> list[dict]:
@@ -142,6 +200,10 @@ def _markdown(doc: dict) -> str:
                 for p, per in doc["accuracy_vs_snr"].items()]
     tgt = [[t["target"], t["measured"], "yes" if t["met"] else "**no**"]
            for t in doc["targets"]]
+    th = doc["thresholds"]
+    th_rows = [[k, f"{th['estimated_snr_db'][k]:.1f}"]
+               + [f"{100 * th['accuracy'][lv][k]:.1f}%" for lv in ("int8", "int16", "fp32")]
+               for k in th["estimated_snr_db"]]
     skipped = "".join(f"- {k}: {v}\n" for k, v in doc["skipped"].items())
     if skipped:
         skipped = "Configurations not run:\n\n" + skipped
@@ -173,6 +235,19 @@ stream time from a keyword's last sample to the end of the window that fired.
 Validation clips mixed with held-out noise ({doc['accuracy_seconds']:.0f} s to measure).
 
 {markdown_table(['policy'] + conds, acc_rows)}
+
+## How the controller's thresholds were chosen
+
+For each true SNR, the validation clips were mixed with held-out noise and scored at each
+precision level; the noise tracker's SNR estimate (the same tracker the spotter runs) was
+recorded per clip. A level is used down to the lowest true SNR above which it stays within
+{th['tolerance_points']} points of fp32; the controller widens below the median estimate
+halfway to the next lower SNR. Measured thresholds (tracker units): widen to int16 below
+{th['widen_below_snr_db'][0]} dB, to fp32 below {th['widen_below_snr_db'][1]} dB, hysteresis
+{th['hysteresis_db']} dB, minimum dwell {th['min_dwell_s']} s. They are saved beside the model
+(`<model>.controller.json`) by `--write-thresholds`.
+
+{markdown_table(['true SNR', 'median estimated SNR', 'int8', 'int16', 'fp32'], th_rows)}
 
 ## Targets
 

@@ -132,17 +132,26 @@ class FileScorer:
         level = self._controller.target_level(snr_db)
         return self._levels[min(level, len(self._levels) - 1)]
 
+    def snr_db(self, audio: np.ndarray) -> float:
+        """The noise tracker's SNR estimate for a clip (what ``adaptive`` decides on)."""
+        self._frontend.reset()
+        n = self._frontend.push_into(self._padded(audio), self._features, self._energy)
+        return clip_snr_db(self._energy[:n])
+
+    def _padded(self, audio: np.ndarray) -> np.ndarray:
+        window = self._window_samples
+        if audio.shape[0] < window:
+            audio = np.concatenate([audio, np.zeros(window - audio.shape[0], np.float32)])
+        return audio
+
     def classify(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
         """Posteriors of one clip (the most energetic window) and the level used.
 
         Clips shorter than a window are zero-padded at the end, as in training.
         The returned array is the runner's buffer: copy it to keep it.
         """
-        window = self._window_samples
-        if audio.shape[0] < window:
-            audio = np.concatenate([audio, np.zeros(window - audio.shape[0], np.float32)])
         self._frontend.reset()
-        n = self._frontend.push_into(audio, self._features, self._energy)
+        n = self._frontend.push_into(self._padded(audio), self._features, self._energy)
         frames = self.card.window_frames
         energies = self._energy[:n]
         sums = np.convolve(energies, np.ones(frames), mode="valid")
