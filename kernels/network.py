@@ -291,7 +291,7 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
                             a[co] += x * np.int32(ws[co])
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=True)
 def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW, CO, WO,
                   out_off, r0, r1, acc, store_mode, mscale, bias_f, coff, amin, amax, F,
                   inv_s, zp_out, qmin, qmax, b_i32, mult, shift, rounding):
@@ -303,9 +303,11 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
     2 = single rounding).
     Returns (min, max, saturated count) of the real outputs (0, 0, 0 for mode 2).
     """
-    mn = np.inf
-    mx = -np.inf
+    mn = np.float32(np.inf)
+    mx = np.float32(-np.inf)
     sat = 0
+    amn = np.float32(amin)
+    amx = np.float32(amax)
     for oh in range(r0, r1):
         ow = 0
         while ow < WO:
@@ -334,27 +336,15 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
                         Q[ob + c] = v
                     continue
                 for c in range(CO):
-                    v = acc[ab + c] * mscale[c] + bias_f[coff + c]
-                    if v < amin:
-                        v = amin
-                    if v > amax:
-                        v = amax
-                    if v < mn:
-                        mn = v
-                    if v > mx:
-                        mx = v
-                    if store_mode == 0:
-                        F[ob + c] = v
-                    else:
-                        q = int(math.floor(v * inv_s + 0.5)) + zp_out
-                        if q < qmin:
-                            q = qmin
-                            sat += 1
-                        elif q > qmax:
-                            q = qmax
-                            sat += 1
-                        Q[ob + c] = q
+                    v = np.float32(acc[ab + c]) * mscale[c] + bias_f[coff + c]
+                    v = min(max(v, amn), amx)
+                    mn = min(mn, v)
+                    mx = max(mx, v)
+                    F[ob + c] = v
             ow += nb
+        if store_mode == 1:  # quantize the finished row with the known scale
+            sat += _quantize_fast(F, Q, out_off + oh * WO * CO, WO * CO, inv_s, zp_out, qmin,
+                                  qmax)
     return mn, mx, sat
 
 
@@ -450,20 +440,22 @@ def _quantize_region(F, Q, off, n, scale, zp, qmin, qmax):
 
 @njit(cache=True, fastmath=True)
 def _quantize_fast(F, Q, off, n, inv_s, zp, qmin, qmax):
-    """Quantize with a multiply by 1/scale (round half up); returns the saturated count."""
-    sat = 0
+    """Quantize with a multiply by 1/scale (round half up); returns the saturated count.
+
+    Branch-free float clamp then one float->int conversion, so LLVM vectorizes it.
+    """
     lo = np.float32(qmin - zp)
     hi = np.float32(qmax - zp)
     inv = np.float32(inv_s)
+    z = np.float32(zp)
+    half = np.float32(0.5)
+    sat = 0
     for i in range(n):
-        v = math.floor(F[off + i] * inv + np.float32(0.5))
-        if v < lo:
-            v = lo
-            sat += 1
-        elif v > hi:
-            v = hi
-            sat += 1
-        Q[off + i] = np.int32(v) + zp
+        r = np.floor(F[off + i] * inv + half)
+        sat += (r < lo) | (r > hi)
+    for i in range(n):
+        r = np.floor(F[off + i] * inv + half)
+        Q[off + i] = np.int32(min(max(r, lo), hi) + z)
     return sat
 
 

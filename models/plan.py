@@ -180,7 +180,7 @@ class Plan:
         self.acc_f = np.zeros(4 * cmax, np.float32)
         self.acc_i32 = np.zeros(4 * cmax, np.int32)
         self.acc_i64 = np.zeros(4 * cmax, np.int64)
-        self.mscale = np.zeros(cmax, np.float64)
+        self.mscale = np.zeros(cmax, np.float32)
         self.no_shift = np.zeros(n_l, np.int64)
         self.rows_window = np.zeros((n_l, 4), np.int64)
         self.rows_window[:, 1] = [layer.out_shape[0] for layer in layers]
