@@ -56,10 +56,10 @@ def main(argv=None) -> int:
     evalset = load_eval_set(card.labels, max_clips=args.max_clips)
     thresholds = choose_thresholds(args.model, evalset)
     if args.write_thresholds:
-        path = card.model_path.with_suffix(".controller.json")
-        path.write_text(json.dumps({k: thresholds[k] for k in
-                                    ("widen_below_snr_db", "hysteresis_db", "min_dwell_s")},
-                                   indent=1) + "\n")
+        from voxquant.models.cards import update_streaming_settings
+
+        update_streaming_settings(card, "controller", {
+            k: thresholds[k] for k in ("widen_below_snr_db", "hysteresis_db", "min_dwell_s")})
     keywords = tuple(lab for lab in card.labels if not lab.startswith("_"))
     audio, events, segments = long_stream(evalset, keywords, words_per_segment=8)
     runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
@@ -245,7 +245,7 @@ recorded per clip. A level is used down to the lowest true SNR above which it st
 halfway to the next lower SNR. Measured thresholds (tracker units): widen to int16 below
 {th['widen_below_snr_db'][0]} dB, to fp32 below {th['widen_below_snr_db'][1]} dB, hysteresis
 {th['hysteresis_db']} dB, minimum dwell {th['min_dwell_s']} s. They are saved beside the model
-(`<model>.controller.json`) by `--write-thresholds`.
+(`<model>.streaming.json`) by `--write-thresholds`.
 
 {markdown_table(['true SNR', 'median estimated SNR', 'int8', 'int16', 'fp32'], th_rows)}
 

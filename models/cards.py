@@ -14,7 +14,14 @@ from pathlib import Path
 from voxquant.errors import ConfigError
 from voxquant.stream.frontend import FrontEndConfig, get_frontend_config
 
-__all__ = ["ModelCard", "SHIPPED_DIR", "resolve_model", "shipped_models"]
+__all__ = [
+    "ModelCard",
+    "SHIPPED_DIR",
+    "resolve_model",
+    "shipped_models",
+    "streaming_settings",
+    "update_streaming_settings",
+]
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 
@@ -76,3 +83,27 @@ def resolve_model(name_or_path: str | Path) -> ModelCard:
         window_frames=int(window),
         raw=raw,
     )
+
+
+def streaming_settings(card: ModelCard) -> dict:
+    """Measured streaming settings of a model (``<model>.streaming.json``), or ``{}``.
+
+    Keys: ``"controller"`` (precision thresholds) and ``"thresholds"``
+    (per-keyword detection thresholds), each written by a benchmark script.
+    """
+    path = card.model_path.with_suffix(".streaming.json")
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable streaming settings: {exc}") from None
+
+
+def update_streaming_settings(card: ModelCard, key: str, value) -> Path:
+    """Set one entry of ``<model>.streaming.json`` (keeping the others)."""
+    path = card.model_path.with_suffix(".streaming.json")
+    settings = streaming_settings(card)
+    settings[key] = value
+    path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    return path

@@ -41,24 +41,23 @@ class ControllerConfig:
 def controller_config(card) -> ControllerConfig:
     """The controller thresholds measured for a model, else the defaults.
 
-    ``<model>.controller.json`` beside the model (written by
-    ``benchmarks/streaming.py --write-thresholds``) holds
+    The ``"controller"`` entry of ``<model>.streaming.json`` beside the model
+    (written by ``benchmarks/streaming.py --write-thresholds``) holds
     ``{"widen_below_snr_db": [...], ...}`` in the noise tracker's SNR units.
     """
-    import json
+    from voxquant.models.cards import streaming_settings
 
-    path = card.model_path.with_suffix(".controller.json")
-    if not path.is_file():
+    raw = streaming_settings(card).get("controller")
+    if raw is None:
         return ControllerConfig()
     try:
-        raw = json.loads(path.read_text())
         return ControllerConfig(
             widen_below_snr_db=tuple(float(x) for x in raw["widen_below_snr_db"]),
             hysteresis_db=float(raw.get("hysteresis_db", 3.0)),
             min_dwell_s=float(raw.get("min_dwell_s", 1.0)),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: invalid controller thresholds: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{card.name}: invalid controller thresholds: {exc}") from None
 
 
 class PrecisionController:

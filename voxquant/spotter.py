@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from voxquant.errors import ConfigError
-from voxquant.models.cards import ModelCard, resolve_model
+from voxquant.models.cards import ModelCard, resolve_model, streaming_settings
 from voxquant.results import Detection, SpotterStats
 from voxquant.runners import make_runner
 from voxquant.stream.controller import ControllerConfig, PrecisionController, controller_config
@@ -125,8 +125,8 @@ class KeywordSpotter:
         # Incremental "int8"/"int16" are served with the calibrated static scales.
         if policy != "adaptive" and POLICIES[policy] not in self._runner.levels:
             raise ConfigError(f"runtime {runtime!r} has no {policy!r} policy")
-        if threshold is None:
-            threshold = self.card.raw.get("thresholds", 0.8)
+        if threshold is None:  # measured per keyword when available
+            threshold = streaming_settings(self.card).get("thresholds", 0.8)
         self._frontend = StreamingFrontEnd(fe)
         self._frames = FrameRing(self.card.window_frames, fe.n_features)
         self._detector = PosteriorDetector(
