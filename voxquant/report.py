@@ -63,7 +63,8 @@ def run_stream(model: str, audio: np.ndarray, events: list[dict], *, chunk_sampl
     for i in range(0, audio.size, chunk_samples):  # 100 ms chunks, as a microphone delivers
         dets += spotter.process(audio[i : i + chunk_samples])
     st = spotter.stats
-    hits, false_alarms, latencies = _match(dets, events)
+    hit_flags, false_alarms, latencies = match_detections(dets, events)
+    hits = sum(hit_flags)
     keywords = [e for e in events if e["is_keyword"]]
     return {
         "audio_seconds": st.audio_seconds,
@@ -89,23 +90,28 @@ def stream_costs(model: str, audio: np.ndarray, events: list[dict], policies, ru
                           trace=p == "adaptive") for p in policies}
 
 
-def _match(detections, events) -> tuple[int, int, list[float]]:
-    """Keyword events hit (a detection of the same word overlapping it), false alarms,
-    and each hit's latency from the word's last sample to the detection's window end."""
+def match_detections(detections, events) -> tuple[list[bool], int, list[float]]:
+    """Which keyword events were hit, how many detections were false alarms, latencies.
+
+    A detection hits a keyword event when it names the same word and its window
+    overlaps the word (0.5 s of slack); each detection hits at most one event.
+    Latency: from the word's last sample to the end of the window that fired.
+    """
     used = set()
-    hits = 0
-    latencies = []
+    hit_flags, latencies = [], []
     for e in events:
         if not e["is_keyword"]:
             continue
+        hit = False
         for j, d in enumerate(detections):
             if j not in used and d.keyword == e["label"] and d.start_s - 0.5 <= e["start_s"] \
                     and d.end_s + 0.5 >= e["end_s"]:
                 used.add(j)
-                hits += 1
+                hit = True
                 latencies.append(d.end_s - e["end_s"])
                 break
-    return hits, len(detections) - len(used), latencies
+        hit_flags.append(hit)
+    return hit_flags, len(detections) - len(used), latencies
 
 
 def savings(costs: dict, baseline: str) -> dict | None:

@@ -91,6 +91,9 @@ class KeywordSpotter:
         Update only the newest rows of each layer per hop (causal models;
         integer levels use the model's calibrated static scales). Every hop's
         frame is pushed, so ``stride_hops`` only thins the decisions.
+    record_posteriors : bool
+        Keep ``(end_s, smoothed posteriors)`` of every model run in
+        ``spotter.posteriors`` (for threshold calibration; allocates per hop).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class KeywordSpotter:
         runtime: str = "voxquant",
         trace: bool = False,
         incremental: bool = False,
+        record_posteriors: bool = False,
     ):
         if policy not in POLICIES:
             raise ConfigError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
@@ -159,6 +163,8 @@ class KeywordSpotter:
         self._energy_buf = np.empty(256, np.float64)
         self.trace_enabled = trace
         self.trace: list[TraceRow] = []
+        self.record_posteriors = record_posteriors
+        self.posteriors: list[tuple[float, np.ndarray]] = []
         self.scores = np.zeros(len(self.card.labels), np.float32)
         self.reset()
 
@@ -184,6 +190,7 @@ class KeywordSpotter:
         self._controller.reset()
         self.scores[:] = 0.0
         self.trace.clear()
+        self.posteriors.clear()
         self._primed_level = None  # incremental: level the cached rows belong to
         self._hops = 0
         self._windows_run = 0
@@ -295,6 +302,8 @@ class KeywordSpotter:
             self._precision_cpu[level] = self._precision_cpu.get(level, 0.0) + dt
             self.scores[:] = probs
             fired = self._detector.update(probs, end_s)
+            if self.record_posteriors:
+                self.posteriors.append((end_s, self._detector.smoothed.copy()))
             if fired is not None:
                 detections.append(
                     Detection(
