@@ -209,8 +209,10 @@ class EntropyObserver(_HistogramObserver):
         width = (self.hi - self.lo) / self.bins
         zero_bin = int(np.clip(np.floor(-self.lo / width), 0, self.bins - 1))
         levels = 1 << self.bits if self.bits == 8 else 256
-        pos = self.hist[zero_bin:]
-        neg = self.hist[:zero_bin][::-1]
+        # the bin holding 0 is exact in any affine grid (ReLU's spike of zeros): leave it out
+        pos = self.hist[zero_bin:].copy()
+        neg = self.hist[:zero_bin][::-1].copy()
+        pos[0] = 0.0
         frac = pos.size / max(pos.size + neg.size, 1)
         hi = min(self.max_val, (zero_bin + self._kl_threshold(
             pos, max(16, int(levels * frac)))) * width + self.lo)
