@@ -1,0 +1,220 @@
+"""The accuracy / speed table: each model and quantization variant, clean and in noise.
+
+For every shipped model and the MLPerf Tiny reference: top-1 accuracy on the
+validation speakers (speaker-disjoint split of the shared slice), clean and
+with held-out real noise at 20/10/5/0 dB SNR, for fp32, int8 static with each
+calibration (min/max, percentile, entropy, percentile on a hard-sample set:
+training clips plus the same clips mixed with training noise at -5..5 dB,
+weighted x2), int8 dynamic (per-window scales), int16, and int8 after QAT when a
+QAT model is given. Latency comes from the engine benchmark's JSON, size from
+the file. Single process; every figure measured when the script runs.
+
+    python benchmarks/accuracy.py [--engine-json engine.json] [--qat kws12=PATH] \\
+        --json accuracy.json --markdown docs/accuracy.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, markdown_table, single_thread  # noqa: E402
+
+single_thread()
+
+import numpy as np  # noqa: E402
+
+CONDITIONS = (None, 20.0, 10.0, 5.0, 0.0)
+CALIBRATIONS = {  # variant: (method, hard_weight)
+    "int8 static min/max": ("minmax", 0),
+    "int8 static percentile": ("percentile", 0),
+    "int8 static entropy": ("entropy", 0),
+    "int8 static hard-sample": ("percentile", 2),
+}
+
+
+def _key(c) -> str:
+    return "clean" if c is None else f"{c:g} dB"
+
+
+def windows_for(evalset, frontend, window_frames: int, seed: int = 0) -> dict:
+    """Feature windows of every clip in every condition (same noise for every variant)."""
+    from voxquant.evalsets import mix
+    from voxquant.stream.frontend import compute_features
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in CONDITIONS:
+        ws = []
+        for a in evalset.audio:
+            f = compute_features(mix(a, evalset, c, rng), frontend)
+            if f.shape[0] < window_frames:
+                f = np.concatenate([f, np.full((window_frames - f.shape[0], f.shape[1]),
+                                               f.min(), np.float32)])
+            ws.append(np.ascontiguousarray(f[:window_frames]))
+        out[_key(c)] = ws
+    return out
+
+
+def accuracy(model, windows: dict, labels, class_names) -> dict:
+    idx = np.array([class_names.index(lab) for lab in labels])
+    return {k: float(np.mean([np.argmax(model(w)) for w in ws] == idx))
+            for k, ws in windows.items()}
+
+
+def variants_for(path, card_windows_fn, qat_path=None):
+    """(variant name, configured engine Model) pairs."""
+    from voxquant.engine import load
+
+    m = load(path)
+    m.set_precision("fp32")
+    yield "fp32", m
+    m = load(path)
+    m.set_precision("int8")
+    m.set_quantization("exact")
+    yield "int8 dynamic", m
+    m = load(path)
+    m.set_precision("int16")
+    m.set_quantization("exact")
+    yield "int16 dynamic", m
+    for name, (method, hard) in CALIBRATIONS.items():
+        m = load(path)
+        m.calibrate(card_windows_fn(hard), method=method)
+        m.set_precision("int8")
+        yield name, m
+    if qat_path:
+        m = load(qat_path)
+        m.set_precision("int8")
+        m.set_quantization("exact")
+        yield "int8 dynamic after QAT", m
+
+
+def evaluate_shipped(name: str, qat_path, max_clips: int) -> dict:
+    from voxquant.evalsets import load_eval_set
+    from voxquant.models.calibrate import calibration_windows
+    from voxquant.models.cards import resolve_model
+
+    card = resolve_model(name)
+    evalset = load_eval_set(card.labels, max_clips=max_clips)
+    windows = windows_for(evalset, card.frontend, card.window_frames)
+    calib_cache: dict[int, list] = {}
+
+    def calib(hard: int):
+        if hard not in calib_cache:
+            calib_cache[hard] = calibration_windows(card, hard_weight=hard)
+        return calib_cache[hard]
+
+    rows = {}
+    for variant, model in variants_for(card.model_path, calib, qat_path):
+        rows[variant] = accuracy(model, windows, evalset.labels, list(card.labels))
+    return {"model": name, "data": evalset.description, "clips": len(evalset.labels),
+            "size_kb": card.model_path.stat().st_size / 1024, "variants": rows}
+
+
+def evaluate_mlperf(max_clips: int) -> dict | None:
+    """The MLPerf Tiny reference: its own front end (clip-scaled MFCC), float and int8 files."""
+    from voxquant.engine import load
+    from voxquant.evalsets import load_eval_set
+    from voxquant.models.datasets import KWS12_LABELS
+    from voxquant.paths import shared_models_dir
+    from voxquant.stream.frontend import get_frontend_config
+
+    models = shared_models_dir(required=False)
+    if models is None:
+        return None
+    evalset = load_eval_set(KWS12_LABELS, max_clips=max_clips)
+    windows = windows_for(evalset, get_frontend_config("mlperf"), 49)
+    rows = {}
+    for variant, name, precision in (("fp32", "mlperf-kws", "fp32"),
+                                     ("int8 dynamic", "mlperf-kws", "int8"),
+                                     ("int16 dynamic", "mlperf-kws", "int16"),
+                                     ("int8 static (TFLite int8 file)", "mlperf-kws-int8", None)):
+        m = load(name)
+        if precision:
+            m.set_precision(precision)
+            if precision != "fp32":
+                m.set_quantization("exact")
+        rows[variant] = accuracy(m, windows, evalset.labels, list(KWS12_LABELS))
+    path = models / "mlperf_tiny_kws" / "kws_ref_model.tflite"
+    return {"model": "mlperf-kws", "data": evalset.description, "clips": len(evalset.labels),
+            "size_kb": path.stat().st_size / 1024, "variants": rows,
+            "note": "trained on Speech Commands v0.02 train; ~5% of the slice's clips were in "
+                    "its training partition"}
+
+
+def latency_lookup(engine_json: str | None) -> dict:
+    if not engine_json or not Path(engine_json).is_file():
+        return {}
+    rows = json.loads(Path(engine_json).read_text()).get("rows", [])
+    return {(r["model"], r["variant"]): r["median_us"] for r in rows
+            if r.get("runtime") == "voxquant"}
+
+
+def main(argv=None) -> int:
+    from voxquant.models.cards import shipped_models
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--max-clips", type=int, default=600)
+    p.add_argument("--engine-json", default=None)
+    p.add_argument("--qat", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--json", dest="json_out")
+    p.add_argument("--markdown", dest="md_out")
+    args = p.parse_args(argv)
+    qat = dict(item.split("=", 1) for item in args.qat)
+    t0 = time.perf_counter()
+    results = [evaluate_shipped(n, qat.get(n), args.max_clips) for n in shipped_models()]
+    mlperf = evaluate_mlperf(args.max_clips)
+    if mlperf:
+        results.append(mlperf)
+    doc = {"machine": machine(), "results": results, "latency_us": {
+        f"{m}/{v}": t for (m, v), t in latency_lookup(args.engine_json).items()},
+        "seconds": round(time.perf_counter() - t0, 1)}
+    text = markdown(doc)
+    print(text)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(doc, indent=1))
+    if args.md_out:
+        Path(args.md_out).write_text(text)
+    return 0
+
+
+LATENCY_VARIANT = {"fp32": "fp32", "int8 dynamic": "int8-dynamic", "int16 dynamic": "int16",
+                   "int8 static percentile": "int8-static"}
+
+
+def markdown(doc: dict) -> str:
+    m = doc["machine"]
+    parts = [f"""# Accuracy and speed before and after quantization
+
+Written by `benchmarks/accuracy.py` (do not edit by hand); {doc['seconds']} s to run. Machine:
+{m['cpu']}; commit {m['commit']}.
+
+Reproduce: `python benchmarks/engine.py --json engine.json && python benchmarks/accuracy.py
+--engine-json engine.json --json accuracy.json --markdown docs/accuracy.md`
+
+Top-1 accuracy on validation speakers never seen in training (speaker-disjoint split of the
+shared slice), clean and with held-out real noise (the test part of each shared noise
+recording) at the given SNR. The same noisy inputs are used for every variant, so differences
+between rows are the quantization's alone. Latency: median per window from the engine
+benchmark (one thread), where it was given.
+"""]
+    for r in doc["results"]:
+        conds = list(next(iter(r["variants"].values())))
+        head = ["variant"] + conds + ["latency µs / window", "file KB"]
+        rows = []
+        for variant, acc in r["variants"].items():
+            lat = doc["latency_us"].get(f"{r['model']}/{LATENCY_VARIANT.get(variant, '')}")
+            rows.append([variant] + [f"{100 * acc[c]:.2f}%" for c in conds]
+                        + ["–" if lat is None else f"{lat:.1f}", f"{r['size_kb']:.0f}"])
+        note = f" {r['note']}." if r.get("note") else ""
+        parts.append(f"## `{r['model']}`\n\n{r['data']}.{note}\n\n"
+                     + markdown_table(head, rows) + "\n")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
