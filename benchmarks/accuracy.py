@@ -62,7 +62,7 @@ def windows_for(evalset, frontend, window_frames: int, seed: int = 0) -> dict:
 
 def accuracy(model, windows: dict, labels, class_names) -> dict:
     idx = np.array([class_names.index(lab) for lab in labels])
-    return {k: float(np.mean([np.argmax(model(w)) for w in ws] == idx))
+    return {k: float(np.mean(np.array([np.argmax(model(w)) for w in ws]) == idx))
             for k, ws in windows.items()}
 
 
