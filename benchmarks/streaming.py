@@ -214,6 +214,32 @@ cores, SIMD {', '.join(m['simd'])}; one thread; Python {m['python']}; commit {m[
 Model `{doc['model']}`. Data: {doc['data']}.
 
 Reproduce: `python benchmarks/streaming.py --json streaming.json --markdown docs/streaming.md`
+(add `--write-thresholds` to save the measured controller thresholds beside the model).
+Detection quality on long streams (recall per condition, false alarms per hour on more than an
+hour of keyword-free speech) is in `docs/detection.md`, written by `benchmarks/detection.py`.
+
+## How the streaming path works
+
+- **Sources** (`stream/sources.py`): `Microphone` (sounddevice; the PortAudio callback only
+  copies the block into a preallocated pool and hands it to the event loop with
+  `call_soon_threadsafe`; exceptions in the callback are caught and re-raised in the consumer),
+  `WavFile` (as fast as possible or `realtime=True`), or any async iterator of chunks.
+- **Queue** (`stream/pipeline.py`): bounded; when the consumer falls behind, the oldest block is
+  dropped and counted (`stats.overruns`), never unbounded growth.
+- **Front end** (`stream/frontend.py`): one feature frame per 20 ms hop, bit-identical whatever
+  the chunk size; the raw frame energy comes with it.
+- **Noise tracker and gate** (`stream/noise.py`): minimum-statistics noise floor (falls fast,
+  rises 3 dB/s), a peak tracker of the speech level, their difference as the SNR estimate; the
+  gate skips the model while the energy stays within 6 dB of the floor, with a hang-over longer
+  than one model window so a keyword's whole window is scored.
+- **Controller** (`stream/controller.py`): estimated SNR to precision level (int8, int16, fp32),
+  widening at once and narrowing only after the SNR has stood 3 dB above the threshold for the
+  minimum dwell time. The thresholds are measured (below).
+- **Model** (`voxquant/runners.py`): window mode runs the whole 49-frame window in one compiled
+  call; incremental mode updates only the newest rows of each causal layer per hop (integer
+  levels then use the calibrated static scales, since cached rows must keep their scales).
+- **Detector** (`stream/detector.py`): posteriors averaged over the last 3 windows, per-keyword
+  thresholds, 1 s refractory period.
 
 ## The stream
 
