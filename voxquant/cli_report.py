@@ -33,8 +33,13 @@ def run(args: argparse.Namespace) -> int:
         snrs = tuple(float(x) for x in args.snr.split(",") if x.strip())
     except ValueError:
         raise ConfigError(f"--snr must be comma-separated numbers, got {args.snr!r}") from None
-    report = build_report(args.out, model=args.model, data_dir=args.data, snrs=snrs,
-                          runtime=args.runtime, max_clips=args.max_clips)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status("building the report") as status:
+        report = build_report(args.out, model=args.model, data_dir=args.data, snrs=snrs,
+                              runtime=args.runtime, max_clips=args.max_clips,
+                              progress=lambda step: status.update(f"report: {step}"))
     print(f"wrote {args.out}/report.html and report.json ({report['data_source']} data, "
           f"{report['build_seconds']} s)", file=sys.stderr)
     for policy, per in report["accuracy_vs_snr"].items():

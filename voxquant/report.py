@@ -267,22 +267,32 @@ def build_report(
     runtime: str = "voxquant",
     max_clips: int = 300,
     seed: int = 0,
+    progress=None,
 ) -> dict:
-    """Compute every figure, write ``report.json`` and ``report.html`` in ``out_dir``."""
+    """Compute every figure, write ``report.json`` and ``report.html`` in ``out_dir``.
+
+    ``progress(step: str)`` is called before each long step (the CLI shows it).
+    """
+    say = progress or (lambda step: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     card = resolve_model(model)
     data = Path(data_dir) if data_dir else None
+    say("loading evaluation clips and noise")
     evalset = load_eval_set(card.labels, data_dir=data, max_clips=max_clips, seed=seed)
     levels = make_runner(card, runtime).levels
     policies = [p for p in ALL_POLICIES if _available(p, tuple(levels))]
+    say(f"accuracy against SNR: {len(policies)} policies x {len(snrs) + 1} conditions x "
+        f"{len(evalset.audio)} clips")
     acc, levels_used = accuracy_vs_snr(model, evalset, snrs, policies, runtime, seed)
     keywords = tuple(lab for lab in card.labels if not lab.startswith("_"))
     stream, events, segments = long_stream(evalset, keywords, seed=seed)
+    say(f"CPU per policy on a {stream.size / 16000:.0f} s stream")
     costs = stream_costs(model, stream, events, policies, runtime)
     saved = {b: savings(costs, b) for b in ("fp32", "int16")}
     evalsets = {card.name: evalset}
+    say("accuracy/speed table of the shipped models")
     table = model_table(runtime, evalsets)
     report = {
         "model": card.name,
