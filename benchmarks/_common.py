@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+from pathlib import Path
 
 
 def single_thread() -> None:
@@ -47,3 +49,12 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     for row in rows:
         out.append("| " + " | ".join(str(c) for c in row) + " |")
     return "\n".join(out)
+
+
+def publish(doc: dict, text: str, json_out: str | None, md_out: str | None) -> None:
+    """Print the Markdown and write the JSON and Markdown files when asked."""
+    print(text)
+    if json_out:
+        Path(json_out).write_text(json.dumps(doc, indent=1))
+    if md_out:
+        Path(md_out).write_text(text)

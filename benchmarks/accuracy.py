@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table, single_thread  # noqa: E402
+from _common import machine, markdown_table, publish, single_thread  # noqa: E402
 
 single_thread()
 
@@ -173,12 +173,7 @@ def main(argv=None) -> int:
     doc = {"machine": machine(), "results": results, "latency_us": {
         f"{m}/{v}": t for (m, v), t in latency_lookup(args.engine_json).items()},
         "seconds": round(time.perf_counter() - t0, 1)}
-    text = markdown(doc)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(doc, indent=1))
-    if args.md_out:
-        Path(args.md_out).write_text(text)
+    publish(doc, markdown(doc), args.json_out, args.md_out)
     return 0
 
 

@@ -15,13 +15,12 @@ false alarms on them are optimistic).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table, single_thread  # noqa: E402
+from _common import machine, markdown_table, publish, single_thread  # noqa: E402
 
 single_thread()
 
@@ -175,12 +174,7 @@ def main(argv=None) -> int:
            "test_keyword_material": test_kw[3], "test_free_material": test_free[3],
            "calibration_material": [calib_kw[3], calib_free[3]],
            "seconds": round(time.perf_counter() - t0, 1)}
-    text = markdown(doc)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(doc, indent=1))
-    if args.md_out:
-        Path(args.md_out).write_text(text)
+    publish(doc, markdown(doc), args.json_out, args.md_out)
     return 0
 
 

@@ -11,13 +11,12 @@ changing SNR (bundled examples and synthetic noise without the shared audio).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table, single_thread  # noqa: E402
+from _common import machine, markdown_table, publish, single_thread  # noqa: E402
 
 single_thread()
 
@@ -103,12 +102,7 @@ def main(argv=None) -> int:
            "repeats": args.repeats, "rows": rows, "skipped": skipped,
            "accuracy_vs_snr": acc, "accuracy_seconds": acc_seconds, "targets": targets,
            "thresholds": thresholds}
-    text = _markdown(doc)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(doc, indent=1))
-    if args.md_out:
-        Path(args.md_out).write_text(text)
+    publish(doc, _markdown(doc), args.json_out, args.md_out)
     return 0
 
 
