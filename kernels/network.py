@@ -351,45 +351,56 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
 # ----------------------------------------------------------------------------- pools
 
 
-@njit(cache=True)
-def pool_rows(X, in_off, H, W, C, KH, KW, SH, SW, PT, PL, WO, out_off, r0, r1, is_max, is_int):
-    """Average (padding excluded; TFLite integer rounding when ``is_int``) or max pool."""
+@njit(cache=True, fastmath=True)
+def pool_rows(X, in_off, H, W, C, KH, KW, SH, SW, PT, PL, WO, out_off, r0, r1, is_max, is_int,
+              accf, acci):
+    """Average (padding excluded; TFLite integer rounding when ``is_int``) or max pool.
+
+    Channels innermost (vectorized); ``accf``/``acci`` are C-element scratch arrays.
+    """
     for oh in range(r0, r1):
         for ow in range(WO):
             ob = out_off + (oh * WO + ow) * C
             for c in range(C):
-                cnt = 0
-                sf = 0.0
-                si = 0
-                best = -np.inf
-                for ky in range(KH):
-                    iy = oh * SH - PT + ky
-                    if iy < 0 or iy >= H:
+                accf[c] = -np.inf if is_max else 0.0
+                acci[c] = 0
+            cnt = 0
+            for ky in range(KH):
+                iy = oh * SH - PT + ky
+                if iy < 0 or iy >= H:
+                    continue
+                for kx in range(KW):
+                    ix = ow * SW - PL + kx
+                    if ix < 0 or ix >= W:
                         continue
-                    for kx in range(KW):
-                        ix = ow * SW - PL + kx
-                        if ix < 0 or ix >= W:
-                            continue
-                        v = X[in_off + (iy * W + ix) * C + c]
-                        cnt += 1
-                        if is_max:
-                            if v > best:
-                                best = v
-                        elif is_int:
-                            si += np.int64(v)
-                        else:
-                            sf += v
-                if cnt == 0:
-                    X[ob + c] = 0
-                elif is_max:
-                    X[ob + c] = best
-                elif is_int:
-                    if si > 0:
-                        X[ob + c] = (si + cnt // 2) // cnt
+                    cnt += 1
+                    xs = X[in_off + (iy * W + ix) * C:in_off + (iy * W + ix + 1) * C]
+                    if is_max:
+                        for c in range(C):
+                            accf[c] = max(accf[c], np.float32(xs[c]))
+                    elif is_int:
+                        for c in range(C):
+                            acci[c] += np.int64(xs[c])
                     else:
-                        X[ob + c] = -((-si + cnt // 2) // cnt)
-                else:
-                    X[ob + c] = sf / cnt
+                        for c in range(C):
+                            accf[c] += xs[c]
+            if cnt == 0:
+                for c in range(C):
+                    X[ob + c] = 0
+            elif is_max:
+                for c in range(C):
+                    X[ob + c] = accf[c]
+            elif is_int:
+                half = cnt // 2
+                for c in range(C):
+                    si = acci[c]
+                    if si > 0:
+                        X[ob + c] = (si + half) // cnt
+                    else:
+                        X[ob + c] = -((-si + half) // cnt)
+            else:
+                for c in range(C):
+                    X[ob + c] = accf[c] / cnt
 
 
 # ----------------------------------------------------------------------------- conversions
@@ -660,11 +671,11 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
                         L[i, LP_KW], L[i, LP_SH], L[i, LP_SW], L[i, LP_PT], L[i, LP_PL],
                         L[i, LP_WO], t_off[tout], r0, r1)
                 if p == P_F32:
-                    pool_rows(F, *args, is_max, False)
+                    pool_rows(F, *args, is_max, False, acc_f, acc_i64)
                 elif p == P_I8:
-                    pool_rows(Q8, *args, is_max, True)
+                    pool_rows(Q8, *args, is_max, True, acc_f, acc_i64)
                 else:
-                    pool_rows(Q16, *args, is_max, True)
+                    pool_rows(Q16, *args, is_max, True, acc_f, acc_i64)
             if p != P_F32:
                 qsc[tout, p] = qsc[tin, p]
                 qzp[tout, p] = qzp[tin, p]

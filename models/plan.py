@@ -176,7 +176,7 @@ class Plan:
         self.qzp = np.zeros((n_t, 3), np.int64)
         self.valid = np.zeros(n_t, np.int64)
         self.alpha = 0.1
-        cmax = max(int(layer.out_shape[2]) for layer in layers)
+        cmax = max(max(int(layer.out_shape[2]), int(layer.in_shape[2])) for layer in layers)
         self.acc_f = np.zeros(4 * cmax, np.float32)
         self.acc_i32 = np.zeros(4 * cmax, np.int32)
         self.acc_i64 = np.zeros(4 * cmax, np.int64)
