@@ -120,12 +120,14 @@ def mbqm(x, mult, shift):
 @njit(cache=True, inline="always")
 def _accumulate4_f32(X, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, DH, DW, CO, oh, ow,
                      acc):
-    """fp32 G == 1 conv: 4 neighbouring output pixels at once (each weight load used 4x)."""
-    a0 = acc[0:CO]
-    a1 = acc[CO:2 * CO]
-    a2 = acc[2 * CO:3 * CO]
-    a3 = acc[3 * CO:4 * CO]
-    for c in range(4 * CO):
+    """fp32 G == 1 conv: 4 neighbouring output pixels at once (each weight load used 4x).
+
+    Unsigned indices: numba then skips negative-index wraparound and LLVM vectorizes.
+    Out-of-range taps read a valid address and are multiplied by 0.
+    """
+    uco = np.uint64(CO)
+    uc = np.uint64(C)
+    for c in range(np.uint64(4) * uco):
         acc[c] = 0.0
     for ky in range(KH):
         iy = oh * SH - PT + ky * DH
@@ -133,24 +135,32 @@ def _accumulate4_f32(X, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, DH, DW
             continue
         for kx in range(KW):
             ix0 = ow * SW - PL + kx * DW
+            rb = in_off + iy * W * C
             v0 = 0 <= ix0 < W
             v1 = 0 <= ix0 + SW < W
             v2 = 0 <= ix0 + 2 * SW < W
             v3 = 0 <= ix0 + 3 * SW < W
-            rb = in_off + iy * W * C
-            wb = woff + (ky * KW + kx) * C * CO
-            for ci in range(C):
-                x0 = X[rb + ix0 * C + ci] if v0 else np.float32(0.0)
-                x1 = X[rb + (ix0 + SW) * C + ci] if v1 else np.float32(0.0)
-                x2 = X[rb + (ix0 + 2 * SW) * C + ci] if v2 else np.float32(0.0)
-                x3 = X[rb + (ix0 + 3 * SW) * C + ci] if v3 else np.float32(0.0)
-                ws = w[wb + ci * CO:wb + ci * CO + CO]
-                for co in range(CO):
-                    wv = ws[co]
-                    a0[co] += x0 * wv
-                    a1[co] += x1 * wv
-                    a2[co] += x2 * wv
-                    a3[co] += x3 * wv
+            u0 = np.uint64(rb + ix0 * C if v0 else in_off)
+            u1 = np.uint64(rb + (ix0 + SW) * C if v1 else in_off)
+            u2 = np.uint64(rb + (ix0 + 2 * SW) * C if v2 else in_off)
+            u3 = np.uint64(rb + (ix0 + 3 * SW) * C if v3 else in_off)
+            f0 = np.float32(1.0 if v0 else 0.0)
+            f1 = np.float32(1.0 if v1 else 0.0)
+            f2 = np.float32(1.0 if v2 else 0.0)
+            f3 = np.float32(1.0 if v3 else 0.0)
+            wb = np.uint64(woff + (ky * KW + kx) * C * CO)
+            for ci in range(uc):
+                x0 = X[u0 + ci] * f0
+                x1 = X[u1 + ci] * f1
+                x2 = X[u2 + ci] * f2
+                x3 = X[u3 + ci] * f3
+                wr = wb + ci * uco
+                for co in range(uco):
+                    wv = w[wr + co]
+                    acc[co] += x0 * wv
+                    acc[uco + co] += x1 * wv
+                    acc[np.uint64(2) * uco + co] += x2 * wv
+                    acc[np.uint64(3) * uco + co] += x3 * wv
 
 
 @njit(cache=True, inline="always")
@@ -221,13 +231,12 @@ def conv_f32_rows(F, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW
 def _accumulate4_int(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, DH, DW, CO,
                      oh, ow, acc):
     """Integer G == 1 conv, 4 output pixels: sum((x - zp) * w), padding = real zero."""
-    a0 = acc[0:CO]
-    a1 = acc[CO:2 * CO]
-    a2 = acc[2 * CO:3 * CO]
-    a3 = acc[3 * CO:4 * CO]
-    for c in range(4 * CO):
+    uco = np.uint64(CO)
+    uc = np.uint64(C)
+    for c in range(np.uint64(4) * uco):
         acc[c] = 0
     zp = np.int32(zp_in)
+    one = np.int32(1)
     zero = np.int32(0)
     for ky in range(KH):
         iy = oh * SH - PT + ky * DH
@@ -235,24 +244,32 @@ def _accumulate4_int(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL,
             continue
         for kx in range(KW):
             ix0 = ow * SW - PL + kx * DW
+            rb = in_off + iy * W * C
             v0 = 0 <= ix0 < W
             v1 = 0 <= ix0 + SW < W
             v2 = 0 <= ix0 + 2 * SW < W
             v3 = 0 <= ix0 + 3 * SW < W
-            rb = in_off + iy * W * C
-            wb = woff + (ky * KW + kx) * C * CO
-            for ci in range(C):
-                x0 = np.int32(Q[rb + ix0 * C + ci]) - zp if v0 else zero
-                x1 = np.int32(Q[rb + (ix0 + SW) * C + ci]) - zp if v1 else zero
-                x2 = np.int32(Q[rb + (ix0 + 2 * SW) * C + ci]) - zp if v2 else zero
-                x3 = np.int32(Q[rb + (ix0 + 3 * SW) * C + ci]) - zp if v3 else zero
-                ws = w[wb + ci * CO:wb + ci * CO + CO]
-                for co in range(CO):
-                    wv = np.int32(ws[co])
-                    a0[co] += x0 * wv
-                    a1[co] += x1 * wv
-                    a2[co] += x2 * wv
-                    a3[co] += x3 * wv
+            u0 = np.uint64(rb + ix0 * C if v0 else in_off)
+            u1 = np.uint64(rb + (ix0 + SW) * C if v1 else in_off)
+            u2 = np.uint64(rb + (ix0 + 2 * SW) * C if v2 else in_off)
+            u3 = np.uint64(rb + (ix0 + 3 * SW) * C if v3 else in_off)
+            f0 = one if v0 else zero
+            f1 = one if v1 else zero
+            f2 = one if v2 else zero
+            f3 = one if v3 else zero
+            wb = np.uint64(woff + (ky * KW + kx) * C * CO)
+            for ci in range(uc):
+                x0 = np.int32((np.int32(Q[u0 + ci]) - zp) * f0)
+                x1 = np.int32((np.int32(Q[u1 + ci]) - zp) * f1)
+                x2 = np.int32((np.int32(Q[u2 + ci]) - zp) * f2)
+                x3 = np.int32((np.int32(Q[u3 + ci]) - zp) * f3)
+                wr = wb + ci * uco
+                for co in range(uco):
+                    wv = np.int32(w[wr + co])
+                    acc[co] += x0 * wv
+                    acc[uco + co] += x1 * wv
+                    acc[np.uint64(2) * uco + co] += x2 * wv
+                    acc[np.uint64(3) * uco + co] += x3 * wv
 
 
 @njit(cache=True, inline="always")
