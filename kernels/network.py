@@ -215,15 +215,14 @@ def conv_f32_rows(F, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW
             else:
                 _accumulate1_f32(F, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH,
                                  DW, CO, oh, ow, acc)
-            ob = out_off + (oh * WO + ow) * CO
-            for j in range(nb):
-                for c in range(CO):
-                    v = acc[j * CO + c] + bias[coff + c]
-                    if v < amin:
-                        v = amin
-                    if v > amax:
-                        v = amax
-                    F[ob + j * CO + c] = v
+            ob = np.uint64(out_off + (oh * WO + ow) * CO)
+            ub = np.uint64(coff)
+            for j in range(np.uint64(nb)):
+                oj = ob + j * np.uint64(CO)
+                aj = j * np.uint64(CO)
+                for c in range(np.uint64(CO)):
+                    v = acc[aj + c] + bias[ub + c]
+                    F[oj + c] = min(max(v, amin), amax)
             ow += nb
 
 
@@ -352,12 +351,15 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
                             v = qmax
                         Q[ob + c] = v
                     continue
-                for c in range(CO):
-                    v = np.float32(acc[ab + c]) * mscale[c] + bias_f[coff + c]
+                uob = np.uint64(ob)
+                uab = np.uint64(ab)
+                ucf = np.uint64(coff)
+                for c in range(np.uint64(CO)):
+                    v = np.float32(acc[uab + c]) * mscale[c] + bias_f[ucf + c]
                     v = min(max(v, amn), amx)
                     mn = min(mn, v)
                     mx = max(mx, v)
-                    F[ob + c] = v
+                    F[uob + c] = v
             ow += nb
         if store_mode == 1:  # quantize the finished row with the known scale
             sat += _quantize_fast(F, Q, out_off + oh * WO * CO, WO * CO, inv_s, zp_out, qmin,
@@ -478,12 +480,13 @@ def _quantize_fast(F, Q, off, n, inv_s, zp, qmin, qmax):
     z = np.float32(zp)
     half = np.float32(0.5)
     sat = 0
-    for i in range(n):
-        r = np.floor(F[off + i] * inv + half)
+    uoff = np.uint64(off)
+    for i in range(np.uint64(n)):
+        r = np.floor(F[uoff + i] * inv + half)
         sat += (r < lo) | (r > hi)
-    for i in range(n):
-        r = np.floor(F[off + i] * inv + half)
-        Q[off + i] = np.int32(min(max(r, lo), hi) + z)
+    for i in range(np.uint64(n)):
+        r = np.floor(F[uoff + i] * inv + half)
+        Q[uoff + i] = np.int32(min(max(r, lo), hi) + z)
     return sat
 
 
