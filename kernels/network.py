@@ -114,6 +114,25 @@ def mbqm(x, mult, shift):
     return _rdbpot(_srdhm(v, mult), right)
 
 
+@njit(cache=True, inline="always")
+def _mbqm_vec(x, mult, shift):
+    """Branch-free ``mbqm`` for int32-range x and a positive multiplier (vectorizes).
+
+    Same result as :func:`mbqm`: saturating left shift, rounding doubling high mul
+    (division truncating toward zero), rounding divide by a power of two.
+    """
+    left = max(shift, 0)
+    right = max(-shift, 0)
+    v = min(max(x << left, -2147483648), 2147483647)
+    ab = v * mult
+    nudge = (1 << 30) if ab >= 0 else (1 - (1 << 30))
+    t = ab + nudge
+    hi = (t + ((t >> 63) & 0x7FFFFFFF)) >> 31  # truncating division by 2^31
+    mask = (1 << right) - 1
+    threshold = (mask >> 1) + (hi < 0)
+    return (hi >> right) + ((hi & mask) > threshold)
+
+
 # ----------------------------------------------------------------------------- conv
 
 
@@ -338,18 +357,20 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
                 ob = out_off + (oh * WO + ow + j) * CO
                 ab = j * CO
                 if store_mode == 2:
-                    for c in range(CO):
-                        a = np.int64(acc[ab + c]) + b_i32[coff + c]
-                        if rounding == 1:
-                            v = mbqm(a, mult[coff + c], shift[coff + c]) + zp_out
-                        else:
-                            v = mbqm_single(a, mult[coff + c], shift[coff + c],
+                    uob = np.uint64(ob)
+                    uab = np.uint64(ab)
+                    ucf = np.uint64(coff)
+                    if rounding == 1:
+                        for c in range(np.uint64(CO)):
+                            a = np.int64(acc[uab + c]) + b_i32[ucf + c]
+                            v = _mbqm_vec(a, mult[ucf + c], shift[ucf + c]) + zp_out
+                            Q[uob + c] = min(max(v, qmin), qmax)
+                    else:
+                        for c in range(np.uint64(CO)):
+                            a = np.int64(acc[uab + c]) + b_i32[ucf + c]
+                            v = mbqm_single(a, mult[ucf + c], shift[ucf + c],
                                             rounding == 3) + zp_out
-                        if v < qmin:
-                            v = qmin
-                        if v > qmax:
-                            v = qmax
-                        Q[ob + c] = v
+                            Q[uob + c] = min(max(v, qmin), qmax)
                     continue
                 uob = np.uint64(ob)
                 uab = np.uint64(ab)
