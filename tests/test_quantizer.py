@@ -126,3 +126,11 @@ def test_kernel_running_stats_equal_python_ema(tmp_path):
                 assert ost[t, net.OS_EMA_MAX] == pytest.approx(ob.max_val, rel=1e-12)
                 assert ost[t, net.OS_EMA_MIN] == pytest.approx(ob.min_val, rel=1e-12)
     assert obs[1].count == 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(2**31), 2**31 - 1), st.integers(2**30, 2**31 - 1), st.integers(-31, 4))
+def test_vectorized_tflite_requant_equals_reference(x, mult, shift):
+    """The branch-free fixed-point requantization equals TFLite's MultiplyByQuantizedMultiplier."""
+    assert net._mbqm_vec(np.int64(x), np.int64(mult), np.int64(shift)) == net.mbqm(
+        np.int64(x), np.int64(mult), np.int64(shift))
