@@ -296,7 +296,8 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
     """Integer accumulators sum((x - zp) * w) of one output pixel (padding = real 0)."""
     cin_g = C // G
     cout_g = CO // G
-    for c in range(CO):
+    zp32 = np.int32(zp_in)
+    for c in range(np.uint64(CO)):
         acc[c] = 0
     for ky in range(KH):
         iy = oh * SH - PT + ky * DH
@@ -311,8 +312,8 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
             xs = Q[ib:ib + C]
             if cin_g == 1 and cout_g == 1:
                 ws = w[wb:wb + CO]
-                for c in range(CO):
-                    acc[c] += (np.int32(xs[c]) - zp_in) * np.int32(ws[c])
+                for c in range(np.uint64(CO)):
+                    acc[c] += np.int32(np.int32(xs[c]) - zp32) * np.int32(ws[c])
             else:
                 for g in range(G):
                     a = acc[g * cout_g:(g + 1) * cout_g]
