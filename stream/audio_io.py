@@ -60,7 +60,8 @@ def _truncation(extra_info: str) -> str | None:
     return None
 
 
-def _info(path: Path) -> tuple[AudioInfo, str]:
+def _open(path: Path) -> sf.SoundFile:
+    """Open a file for reading (one open per decode), with clear errors."""
     if not path.exists():
         raise AudioDecodeError(path, "file not found")
     if not path.is_file():
@@ -68,17 +69,20 @@ def _info(path: Path) -> tuple[AudioInfo, str]:
     if path.stat().st_size == 0:
         raise AudioDecodeError(path, "file is empty (0 bytes)")
     try:
-        raw = sf.info(str(path))
+        return sf.SoundFile(str(path))
     except _DECODE_ERRORS as exc:
         raise AudioDecodeError(path, f"unreadable or unrecognised audio format ({exc})") from exc
-    rate, channels, frames = int(raw.samplerate), int(raw.channels), int(raw.frames)
+
+
+def _header(path: Path, f: sf.SoundFile) -> tuple[AudioInfo, str]:
+    rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
     if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
         raise AudioDecodeError(path, f"implausible sample rate {rate} Hz in header")
     if not 1 <= channels <= MAX_CHANNELS:
         raise AudioDecodeError(path, f"implausible channel count {channels} in header")
     if frames < 0:
         raise AudioDecodeError(path, f"negative frame count {frames} in header")
-    return AudioInfo(rate, channels, frames, frames / rate), str(raw.extra_info)
+    return AudioInfo(rate, channels, frames, frames / rate), str(f.extra_info)
 
 
 def audio_info(path: str | Path) -> AudioInfo:
@@ -89,7 +93,9 @@ def audio_info(path: str | Path) -> AudioInfo:
     AudioDecodeError
         If the file is missing, empty or not a recognised audio format.
     """
-    return _info(Path(path))[0]
+    path = Path(path)
+    with _open(path) as f:
+        return _header(path, f)[0]
 
 
 def load_audio(
@@ -138,7 +144,13 @@ def load_audio(
     if num_samples is not None and num_samples <= 0:
         raise ConfigError(f"num_samples must be positive or None, got {num_samples}")
 
-    info, header_log = _info(path)
+    with _open(path) as f:
+        return _decode(path, f, sample_rate_hz, offset_samples, num_samples, max_seconds)
+
+
+def _decode(path: Path, f: sf.SoundFile, sample_rate_hz: int, offset_samples: int,
+            num_samples: int | None, max_seconds: float) -> np.ndarray:
+    info, header_log = _header(path, f)
     truncated = _truncation(header_log)
     if truncated:
         raise AudioDecodeError(path, truncated)
@@ -167,10 +179,11 @@ def load_audio(
             f"data than {max_seconds:g} s of 48 kHz stereo",
         )
 
+    file_rate = info.sample_rate_hz
     try:
-        data, file_rate = sf.read(
-            str(path), frames=wanted, start=offset_samples, dtype="float32", always_2d=True
-        )
+        if offset_samples:
+            f.seek(offset_samples)
+        data = f.read(frames=wanted, dtype="float32", always_2d=True)
     except _DECODE_ERRORS as exc:
         raise AudioDecodeError(path, f"decoding failed ({exc})") from exc
     if data.shape[0] == 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 __all__ = ["NoiseEstimate", "NoiseTracker", "EnergyGate", "frame_energy_dbfs"]
 
@@ -25,6 +26,29 @@ def frame_energy_dbfs(samples: np.ndarray) -> float:
     x = samples.astype(np.float64, copy=False)
     ms = float(np.dot(x, x)) / x.size
     return max(_FLOOR_DBFS, 10.0 * np.log10(ms + 1e-12) + 3.0103)
+
+
+@njit(cache=True, nogil=True)
+def _track(energies_db, state, rise_db, fall_alpha, release_db, nominal_dbfs):  # pragma: no cover
+    """Advance (noise floor, speech level) in ``state`` over per-hop energies (dBFS).
+
+    ``state[0]`` is NaN before the first hop. The floor falls towards a lower
+    energy with ``fall_alpha`` per hop and rises at most ``rise_db`` per hop;
+    the speech level jumps to any louder hop and decays by ``release_db`` per
+    hop, never below ``nominal_dbfs``.
+    """
+    floor = state[0]
+    level = state[1]
+    for e in energies_db:
+        if np.isnan(floor):
+            floor = e
+        elif e < floor:
+            floor += fall_alpha * (e - floor)
+        else:
+            floor = min(e, floor + rise_db)
+        level = max(max(level - release_db, nominal_dbfs), e)
+    state[0] = floor
+    state[1] = level
 
 
 @dataclass(frozen=True)
@@ -76,22 +100,28 @@ class NoiseTracker:
         self.reset()
 
     def reset(self) -> None:
-        self.noise_floor_dbfs: float | None = None
-        self.speech_level_dbfs = self.nominal_speech_dbfs
+        self._state = np.array([np.nan, self.nominal_speech_dbfs])
+        self._one = np.zeros(1)
+
+    @property
+    def noise_floor_dbfs(self) -> float | None:
+        return None if np.isnan(self._state[0]) else float(self._state[0])
+
+    @property
+    def speech_level_dbfs(self) -> float:
+        return float(self._state[1])
 
     def update(self, energy_dbfs: float) -> NoiseEstimate:
         """Feed one hop's energy; return the new estimate."""
-        floor = self.noise_floor_dbfs
-        if floor is None:
-            floor = energy_dbfs
-        elif energy_dbfs < floor:
-            floor += self.fall_alpha * (energy_dbfs - floor)
-        else:
-            floor = min(energy_dbfs, floor + self.rise_db)
-        self.noise_floor_dbfs = floor
-        level = max(self.speech_level_dbfs - self.release_db, self.nominal_speech_dbfs)
-        self.speech_level_dbfs = max(level, energy_dbfs)
-        return NoiseEstimate(energy_dbfs, floor, self.speech_level_dbfs)
+        self._one[0] = energy_dbfs
+        return self.run(self._one)
+
+    def run(self, energies_dbfs: np.ndarray) -> NoiseEstimate:
+        """Feed many hops' energies at once (e.g. a whole clip); return the last estimate."""
+        _track(np.asarray(energies_dbfs, np.float64), self._state, self.rise_db,
+               self.fall_alpha, self.release_db, self.nominal_speech_dbfs)
+        last = float(energies_dbfs[-1]) if len(energies_dbfs) else _FLOOR_DBFS
+        return NoiseEstimate(last, float(self._state[0]), float(self._state[1]))
 
 
 class EnergyGate:

@@ -198,11 +198,10 @@ class FileScorer:
 
 def clip_snr_db(mean_square_energies: np.ndarray) -> float:
     """SNR estimate of one clip, by the same tracker the streaming spotter uses."""
-    tracker = NoiseTracker()
-    est = None
-    for ms in mean_square_energies:
-        est = tracker.update(max(-100.0, 10.0 * np.log10(ms + 1e-12) + 3.0103))
-    return est.snr_db if est is not None else 0.0
+    if len(mean_square_energies) == 0:
+        return 0.0
+    db = np.maximum(-100.0, 10.0 * np.log10(mean_square_energies + 1e-12) + 3.0103)
+    return NoiseTracker().run(db).snr_db
 
 
 def score_or_fail(scorer: FileScorer, path: str, label: str | None) -> ScoreRow | FailedFile:
