@@ -33,7 +33,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 OP_CONV, OP_AVGPOOL, OP_MAXPOOL, OP_ADD, OP_SOFTMAX = 1, 2, 3, 4, 5
 P_F32, P_I8, P_I16 = 0, 1, 2
@@ -41,8 +44,8 @@ Q_EXACT, Q_RUNNING, Q_STATIC = 0, 1, 2
 
 (LP_OP, LP_IN0, LP_IN1, LP_OUT, LP_H, LP_W, LP_C, LP_HO, LP_WO, LP_CO, LP_KH, LP_KW, LP_SH,
  LP_SW, LP_PT, LP_PL, LP_G, LP_DH, LP_DW, LP_WOFF, LP_COFF, LP_FIXED, LP_QAMIN,
- LP_QAMAX) = range(24)
-N_LP = 24
+ LP_QAMAX, LP_PKI, LP_PKF) = range(26)
+N_LP = 26  # LP_PKI / LP_PKF: offsets of the GEMM-packed int16 / fp32 weights (-1: none)
 
 # observer state columns per tensor
 OS_EMA_MIN, OS_EMA_MAX, OS_N, OS_WIN_MIN, OS_WIN_MAX, OS_SAT, OS_SEEN = range(7)
@@ -389,6 +392,294 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
     return mn, mx, sat
 
 
+# ----------------------------------------------------------------------------- GEMM tiles
+#
+# G == 1 convolutions (pointwise, the first conv, fully connected) run as im2col + a
+# register-blocked GEMM: TILE_R output pixels x 16 output channels held in ymm registers over
+# the whole K loop, weights prepacked at load (see ``models/plan.py``). Both micro-kernels are
+# written in generic LLVM vector IR (no x86-only intrinsics), so they compile on any CPU;
+# on AVX2 the integer one becomes ``vpmaddwd`` and the float one ``vfmadd231ps``.
+#
+# Integer packed layout: int16 [NB, K4, 16, 4] (16 channels x 4 consecutive k, zero padded);
+# activations (x - zp) widened to int16 rows of K4 * 4. Each 16 x int16 product vector holds
+# 4 channels x 4 k; pairs are summed as in pmaddwd (int32, exact: |x - zp| <= 255 for int8).
+# Float packed layout: float32 [NB, K, 16].
+
+GEMM_NR = 16
+TILE_RI = 3  # rows per integer tile: 12 accumulators + 4 weight registers
+TILE_RF = 4  # rows per float tile: 8 accumulators
+
+
+def _make_int_tile(rows: int):
+    """``rows x 16`` int32 tile = sum over k4 of x[r, 4k4:4k4+4] . w[k4, c, 0:4] (vpmaddwd)."""
+
+    @intrinsic
+    def tile(typingctx, x_addr, x_stride, w_addr, k4_count, out_addr):
+        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            xa, xs, wa, kc, oa = args
+            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+            intp = xa.type
+            v16i16 = ir.VectorType(i16, 16)
+            v16i32 = ir.VectorType(i32, 16)
+            v8i32 = ir.VectorType(i32, 8)
+            v4i64 = ir.VectorType(i64, 4)
+            even = ir.Constant(v8i32, list(range(0, 16, 2)))
+            odd = ir.Constant(v8i32, list(range(1, 16, 2)))
+            splat = ir.Constant(ir.VectorType(i32, 4), [0, 0, 0, 0])
+
+            def pmadd(a, b):
+                p = builder.mul(builder.sext(a, v16i32), builder.sext(b, v16i32))
+                return builder.add(builder.shuffle_vector(p, p, even),
+                                   builder.shuffle_vector(p, p, odd))
+
+            zero = ir.Constant(v8i32, None)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)]
+                    for _ in range(rows)]
+            with cgutils.for_range(builder, kc) as loop:
+                k = loop.index
+                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 128)))
+                wv = [builder.load(builder.inttoptr(
+                    builder.add(w_base, ir.Constant(intp, 32 * j)), v16i16.as_pointer()),
+                    align=2) for j in range(4)]
+                x_off = builder.mul(k, ir.Constant(intp, 8))
+                for r in range(rows):
+                    xaddr = builder.add(builder.add(xa, builder.mul(ir.Constant(intp, r), xs)),
+                                        x_off)
+                    q = builder.load(builder.inttoptr(xaddr, i64.as_pointer()), align=2)
+                    qv = builder.insert_element(ir.Constant(v4i64, None), q,
+                                                ir.Constant(i32, 0))
+                    xb = builder.bitcast(builder.shuffle_vector(qv, qv, splat), v16i16)
+                    for j in range(4):
+                        acc = accs[r][j]
+                        builder.store(builder.add(builder.load(acc), pmadd(wv[j], xb)), acc)
+            # lanes 2c, 2c+1 of the 4 accumulators hold channel c's two partial sums
+            for r in range(rows):
+                a = [builder.load(accs[r][j]) for j in range(4)]
+                for h in range(2):
+                    lo_v, hi_v = a[2 * h], a[2 * h + 1]
+                    s = builder.add(builder.shuffle_vector(lo_v, hi_v, even),
+                                    builder.shuffle_vector(lo_v, hi_v, odd))
+                    p = builder.inttoptr(builder.add(oa, ir.Constant(intp, (r * 2 + h) * 32)),
+                                         v8i32.as_pointer())
+                    builder.store(s, p, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def _make_f32_tile(rows: int):
+    """``rows x 16`` float32 tile = sum over k of x[r, k] * w[k, 0:16] (FMA, k in order)."""
+
+    @intrinsic
+    def tile(typingctx, x_addr, x_stride, w_addr, k_count, out_addr):
+        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            xa, xs, wa, kc, oa = args
+            f32, i32 = ir.FloatType(), ir.IntType(32)
+            intp = xa.type
+            v8f = ir.VectorType(f32, 8)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
+            splat = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+            zero = ir.Constant(v8f, None)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
+                    for _ in range(rows)]
+            with cgutils.for_range(builder, kc) as loop:
+                k = loop.index
+                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 64)))
+                wv = [builder.load(builder.inttoptr(
+                    builder.add(w_base, ir.Constant(intp, 32 * j)), v8f.as_pointer()),
+                    align=4) for j in range(2)]
+                x_off = builder.mul(k, ir.Constant(intp, 4))
+                for r in range(rows):
+                    xaddr = builder.add(builder.add(xa, builder.mul(ir.Constant(intp, r), xs)),
+                                        x_off)
+                    s = builder.load(builder.inttoptr(xaddr, f32.as_pointer()), align=4)
+                    sv = builder.insert_element(ir.Constant(v8f, None), s, ir.Constant(i32, 0))
+                    xb = builder.shuffle_vector(sv, sv, splat)
+                    for j in range(2):
+                        acc = accs[r][j]
+                        builder.store(builder.call(fma, [xb, wv[j], builder.load(acc)]), acc)
+            for r in range(rows):
+                for j in range(2):
+                    p = builder.inttoptr(builder.add(oa, ir.Constant(intp, (r * 2 + j) * 32)),
+                                         v8f.as_pointer())
+                    builder.store(builder.load(accs[r][j]), p, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_it1, _it2, _it3 = _make_int_tile(1), _make_int_tile(2), _make_int_tile(3)
+_ft1, _ft2, _ft3, _ft4 = (_make_f32_tile(1), _make_f32_tile(2), _make_f32_tile(3),
+                          _make_f32_tile(4))
+
+
+@njit(cache=True)
+def gemm_int_tiles(xw, kp, M, wpk, pk_off, CO, acc_t):
+    """int32 ``acc_t[NB, M, 16]`` = widened rows ``xw[M, kp]`` x packed int16 weights."""
+    k4 = kp // 4
+    nblk = (CO + GEMM_NR - 1) // GEMM_NR
+    xa = xw.ctypes.data
+    wa = wpk.ctypes.data + pk_off * 2
+    oa = acc_t.ctypes.data
+    for nb in range(nblk):
+        wb = wa + nb * k4 * GEMM_NR * 4 * 2
+        t0 = 0
+        while t0 < M:
+            r = min(TILE_RI, M - t0)
+            xr = xa + t0 * kp * 2
+            ob = oa + (nb * M + t0) * GEMM_NR * 4
+            if r == 3:
+                _it3(xr, kp * 2, wb, k4, ob)
+            elif r == 2:
+                _it2(xr, kp * 2, wb, k4, ob)
+            else:
+                _it1(xr, kp * 2, wb, k4, ob)
+            t0 += r
+
+
+@njit(cache=True)
+def gemm_f32_tiles(xf, K, M, wpk, pk_off, CO, acc_t):
+    """float32 ``acc_t[NB, M, 16]`` = rows ``xf[M, K]`` x packed float32 weights."""
+    nblk = (CO + GEMM_NR - 1) // GEMM_NR
+    xa = xf.ctypes.data
+    wa = wpk.ctypes.data + pk_off * 4
+    oa = acc_t.ctypes.data
+    for nb in range(nblk):
+        wb = wa + nb * K * GEMM_NR * 4
+        t0 = 0
+        while t0 < M:
+            r = min(TILE_RF, M - t0)
+            xr = xa + t0 * K * 4
+            ob = oa + (nb * M + t0) * GEMM_NR * 4
+            if r == 4:
+                _ft4(xr, K * 4, wb, K, ob)
+            elif r == 3:
+                _ft3(xr, K * 4, wb, K, ob)
+            elif r == 2:
+                _ft2(xr, K * 4, wb, K, ob)
+            else:
+                _ft1(xr, K * 4, wb, K, ob)
+            t0 += r
+
+
+@njit(cache=True)
+def im2col_rows(X, zp, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1, xw, kp):
+    """Rows [r0, r1) of the conv input as ``xw[M, kp]`` (x - zp; padding and k >= K are 0).
+
+    k order is (ky, kx, ci), the order of the packed weights.
+    """
+    uc = np.uint64(C)
+    ukp = np.uint64(kp)
+    K = KH * KW * C
+    m = np.uint64(0)
+    for oh in range(r0, r1):
+        for ow in range(WO):
+            base = m * ukp
+            for ky in range(KH):
+                iy = oh * SH - PT + ky * DH
+                for kx in range(KW):
+                    ix = ow * SW - PL + kx * DW
+                    kb = base + np.uint64((ky * KW + kx) * C)
+                    if iy < 0 or iy >= H or ix < 0 or ix >= W:
+                        for ci in range(uc):
+                            xw[kb + ci] = 0
+                    else:
+                        src = np.uint64(in_off + (iy * W + ix) * C)
+                        for ci in range(uc):
+                            xw[kb + ci] = X[src + ci] - zp
+            for k in range(np.uint64(K), ukp):
+                xw[base + k] = 0
+            m += np.uint64(1)
+
+
+@njit(cache=True, fastmath=True)
+def conv_f32_gemm_rows(F, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, WO, wpk, pk_off,
+                       bias, coff, out_off, r0, r1, amin, amax, xf, acc_t):
+    """fp32 G == 1 conv on output rows [r0, r1) via im2col + FMA tiles; fused bias and clamp.
+
+    Each output pixel's sum runs over k in the same order whatever rows are asked for,
+    so row ranges (incremental mode) give identical values.
+    """
+    M = (r1 - r0) * WO
+    K = KH * KW * C
+    im2col_rows(F, np.float32(0.0), in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0,
+                r1, xf, K)
+    gemm_f32_tiles(xf, K, M, wpk, pk_off, CO, acc_t)
+    uM = np.uint64(M)
+    nblk = np.uint64((CO + GEMM_NR - 1) // GEMM_NR)
+    for m in range(uM):
+        ob = np.uint64(out_off + (r0 * WO) * CO) + m * np.uint64(CO)
+        for nb in range(nblk):
+            c0 = nb * np.uint64(GEMM_NR)
+            n_here = min(np.uint64(GEMM_NR), np.uint64(CO) - c0)
+            ab = (nb * uM + m) * np.uint64(GEMM_NR)
+            cb = np.uint64(coff) + c0
+            for c in range(n_here):
+                v = acc_t[ab + c] + bias[cb + c]
+                F[ob + c0 + c] = min(max(v, amin), amax)
+
+
+@njit(cache=True, fastmath=True)
+def conv_int_gemm_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, WO,
+                       wpk, pk_off, out_off, r0, r1, store_mode, mscale, bias_f, coff, amin,
+                       amax, F, inv_s, zp_out, qmin, qmax, b_i32, mult, shift, rounding, xw,
+                       acc_t):
+    """int8 G == 1 conv on rows [r0, r1) via im2col + vpmaddwd tiles; same stores and
+    return value as :func:`conv_int_rows` (integer accumulators are identical)."""
+    M = (r1 - r0) * WO
+    K = KH * KW * C
+    kp = (K + 3) // 4 * 4
+    im2col_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1, xw, kp)
+    gemm_int_tiles(xw, kp, M, wpk, pk_off, CO, acc_t)
+    mn = np.float32(np.inf)
+    mx = np.float32(-np.inf)
+    sat = 0
+    amn = np.float32(amin)
+    amx = np.float32(amax)
+    uM = np.uint64(M)
+    nblk = np.uint64((CO + GEMM_NR - 1) // GEMM_NR)
+    o0 = out_off + r0 * WO * CO
+    for m in range(uM):
+        ob = np.uint64(o0) + m * np.uint64(CO)
+        for nb in range(nblk):
+            c0 = nb * np.uint64(GEMM_NR)
+            n_here = min(np.uint64(GEMM_NR), np.uint64(CO) - c0)
+            ab = (nb * uM + m) * np.uint64(GEMM_NR)
+            ucf = np.uint64(coff) + c0
+            uob = ob + c0
+            if store_mode == 2:
+                if rounding == 1:
+                    for c in range(n_here):
+                        a = np.int64(acc_t[ab + c]) + b_i32[ucf + c]
+                        v = _mbqm_vec(a, mult[ucf + c], shift[ucf + c]) + zp_out
+                        Q[uob + c] = min(max(v, qmin), qmax)
+                else:
+                    for c in range(n_here):
+                        a = np.int64(acc_t[ab + c]) + b_i32[ucf + c]
+                        v = mbqm_single(a, mult[ucf + c], shift[ucf + c],
+                                        rounding == 3) + zp_out
+                        Q[uob + c] = min(max(v, qmin), qmax)
+            else:
+                for c in range(n_here):
+                    v = np.float32(acc_t[ab + c]) * mscale[c0 + c] + bias_f[ucf + c]
+                    v = min(max(v, amn), amx)
+                    mn = min(mn, v)
+                    mx = max(mx, v)
+                    F[uob + c] = v
+    if store_mode == 1:
+        sat += _quantize_fast(F, Q, o0, M * CO, inv_s, zp_out, qmin, qmax)
+    return mn, mx, sat
+
+
 # ----------------------------------------------------------------------------- pools
 
 
@@ -580,7 +871,7 @@ def _shift_up(F, Q8, Q16, p, off, n, row):
 @njit(cache=True)
 def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost,
                 F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift,
-                acc_f, acc_i32, acc_i64, mscale):
+                acc_f, acc_i32, acc_i64, mscale, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf):
     tin = L[i, LP_IN0]
     tout = L[i, LP_OUT]
     H, W, C = L[i, LP_H], L[i, LP_W], L[i, LP_C]
@@ -593,7 +884,11 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
     if p == P_F32:
         for k in range(2):
             r0, r1 = rows[i, 2 * k], rows[i, 2 * k + 1]
-            if r1 > r0:
+            if r1 > r0 and L[i, LP_PKF] >= 0:
+                conv_f32_gemm_rows(F, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, WO,
+                                   wpk_f, L[i, LP_PKF], b_f32, coff, out_off, r0, r1,
+                                   np.float32(amin), np.float32(amax), xw_f, acc_tf)
+            elif r1 > r0:
                 conv_f32_rows(F, in_off, H, W, C, w_f32, woff, KH, KW, SH, SW, PT, PL, G, DH,
                               DW, CO, WO, b_f32, coff, out_off, r0, r1, np.float32(amin),
                               np.float32(amax), acc_f)
@@ -626,7 +921,13 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
         r0, r1 = rows[i, 2 * k], rows[i, 2 * k + 1]
         if r1 <= r0:
             continue
-        if p == P_I8:
+        if p == P_I8 and L[i, LP_PKI] >= 0:
+            a, b, s = conv_int_gemm_rows(Q8, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL,
+                                         DH, DW, CO, WO, wpk_i, L[i, LP_PKI], out_off, r0, r1,
+                                         mode, mscale, b_f32, coff, amin, amax, F, inv_s,
+                                         zp_out, qlo, qhi, b_i32, mult, shift, L[i, LP_FIXED],
+                                         xw_i, acc_ti)
+        elif p == P_I8:
             a, b, s = conv_int_rows(Q8, zp_in, in_off, H, W, C, w_i8, woff, KH, KW, SH, SW, PT,
                                     PL, G, DH, DW, CO, WO, out_off, r0, r1, acc_i32, mode,
                                     mscale, b_f32, coff, amin, amax, F, inv_s, zp_out, qlo,
@@ -663,7 +964,7 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
 def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, qmode,
                 st_scale, st_zp, ost, alpha, qsc, qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16,
                 b_f32, ws8, ws16, b_i32, mult, shift, acc_f, acc_i32, acc_i64, mscale,
-                shift_rows):
+                shift_rows, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf):
     """Run all layers once (one window, or one incremental step via ``rows``).
 
     ``x_f32`` (or ``x_q8`` when ``input_prec`` is int8, using tensor 0's static
@@ -702,7 +1003,8 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
         if op == OP_CONV:
             _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_scale,
                         st_zp, ost, F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32,
-                        mult, shift, acc_f, acc_i32, acc_i64, mscale)
+                        mult, shift, acc_f, acc_i32, acc_i64, mscale, wpk_i, wpk_f, xw_i, xw_f,
+                        acc_ti, acc_tf)
         elif op == OP_AVGPOOL or op == OP_MAXPOOL:
             is_max = op == OP_MAXPOOL
             for k in range(2):

@@ -102,6 +102,27 @@ def quantize_weights_pow2(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.sign(w) * mag).astype(np.int8), scale
 
 
+def _pack_gemm_int16(w_kn: np.ndarray) -> np.ndarray:
+    """int8 weights ``[K, N]`` as int16 ``[NB, K4, 16, 4]`` (zero padded), the layout of
+    :func:`voxquant.kernels.network.gemm_int_tiles`."""
+    k_size, n_out = w_kn.shape
+    nb, k4 = -(-n_out // net.GEMM_NR), -(-k_size // 4)
+    padded = np.zeros((nb * net.GEMM_NR, k4 * 4), np.int16)
+    padded[:n_out, :k_size] = w_kn.T
+    return np.ascontiguousarray(padded.reshape(nb, net.GEMM_NR, k4, 4).transpose(0, 2, 1, 3)
+                                ).reshape(-1)
+
+
+def _pack_gemm_f32(w_kn: np.ndarray) -> np.ndarray:
+    """fp32 weights ``[K, N]`` as ``[NB, K, 16]`` (zero padded channels)."""
+    k_size, n_out = w_kn.shape
+    nb = -(-n_out // net.GEMM_NR)
+    padded = np.zeros((nb * net.GEMM_NR, k_size), np.float32)
+    padded[:n_out] = w_kn.T
+    return np.ascontiguousarray(padded.reshape(nb, net.GEMM_NR, k_size).transpose(0, 2, 1)
+                                ).reshape(-1)
+
+
 def _offsets(sizes: list[int], first: list[int], last: list[int], reuse: bool) -> tuple[
         np.ndarray, int]:
     """First-fit arena offsets (elements); tensors alive at the same layer never overlap."""
@@ -201,7 +222,9 @@ class Plan:
         L = np.zeros((n_l, net.N_LP), np.int64)
         LF = np.zeros((n_l, 2), np.float64)
         w_f, w_8, w_16, b_f, s8, s16, b32, mul, sh = [], [], [], [], [], [], [], [], []
-        woff = coff = 0
+        pk_i, pk_f = [], []
+        woff = coff = pki_off = pkf_off = 0
+        xw_i = xw_f = acc_t = 1
         for i, layer in enumerate(layers):
             h, w, c = layer.in_shape
             ho, wo, co = layer.out_shape
@@ -218,6 +241,7 @@ class Plan:
             L[i, net.LP_G] = layer.groups
             L[i, [net.LP_DH, net.LP_DW]] = layer.dilation
             LF[i] = (layer.act_min, layer.act_max)
+            L[i, net.LP_PKI] = L[i, net.LP_PKF] = -1
             if layer.kind != CONV:
                 continue
             wt = layer.weights.astype(np.float32)
@@ -261,6 +285,20 @@ class Plan:
                 mul.append(np.zeros(co, np.int64))
                 sh.append(np.zeros(co, np.int64))
                 b32.append(np.zeros(co, np.int64))
+            if layer.groups == 1:
+                # GEMM-packed copies for the register-blocked tiles (int8 and fp32 paths)
+                k_size = wt.size // co
+                m_size = ho * wo
+                a = _pack_gemm_int16(q8.reshape(k_size, co))
+                b = _pack_gemm_f32(wt.reshape(k_size, co))
+                L[i, net.LP_PKI], L[i, net.LP_PKF] = pki_off, pkf_off
+                pk_i.append(a)
+                pk_f.append(b)
+                pki_off += a.size
+                pkf_off += b.size
+                xw_i = max(xw_i, m_size * ((k_size + 3) // 4 * 4))
+                xw_f = max(xw_f, m_size * k_size)
+                acc_t = max(acc_t, m_size * -(-co // net.GEMM_NR) * net.GEMM_NR)
             woff += wt.size
             coff += co
 
@@ -269,6 +307,11 @@ class Plan:
                 np.zeros(1, dtype))
 
         self.L, self.LF = L, LF
+        self.wpk_i, self.wpk_f = cat(pk_i, np.int16), cat(pk_f, np.float32)
+        self.xw_i = np.zeros(xw_i, np.int16)
+        self.xw_f = np.zeros(xw_f, np.float32)
+        self.acc_ti = np.zeros(acc_t, np.int32)
+        self.acc_tf = np.zeros(acc_t, np.float32)
         self.w_f32, self.w_i8, self.w_i16 = cat(w_f, np.float32), cat(w_8, np.int8), cat(
             w_16, np.int16)
         self.b_f32, self.ws8, self.ws16 = cat(b_f, np.float32), cat(s8, np.float64), cat(
@@ -325,7 +368,8 @@ class Plan:
                         self.alpha, self.qsc, self.qzp, self.valid, F, Q8, Q16, self.w_f32,
                         self.w_i8, self.w_i16, self.b_f32, self.ws8, self.ws16, self.b_i32,
                         self.mult, self.shift, self.acc_f, self.acc_i32, self.acc_i64,
-                        self.mscale, self.no_shift if shift_rows is None else shift_rows)
+                        self.mscale, self.no_shift if shift_rows is None else shift_rows,
+                        self.wpk_i, self.wpk_f, self.xw_i, self.xw_f, self.acc_ti, self.acc_tf)
         return self.out
 
     def tensors_fp32(self, x: np.ndarray) -> list[np.ndarray]:
@@ -368,10 +412,12 @@ class Plan:
                          "macs": layer.macs, "precision": PRECISION_NAMES[p],
                          "weight_bytes": int(wb)})
         packed = sum(a.nbytes for a in (self.w_f32, self.w_i8, self.w_i16, self.b_f32, self.ws8,
-                                        self.ws16, self.b_i32, self.mult, self.shift))
+                                        self.ws16, self.b_i32, self.mult, self.shift,
+                                        self.wpk_i, self.wpk_f))
         state = sum(a.nbytes for a in (self.L, self.LF, self.st_scale, self.st_zp, self.ost,
                                        self.qsc, self.qzp, self.acc_f, self.acc_i32,
-                                       self.acc_i64, self.mscale))
+                                       self.acc_i64, self.mscale, self.xw_i, self.xw_f,
+                                       self.acc_ti, self.acc_tf))
         return {
             "layers": rows,
             "total_macs": int(sum(r["macs"] for r in rows)),
