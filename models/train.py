@@ -106,6 +106,7 @@ class TrainOptions:
     freq_mask_bins: int = 6
     silence_share: float = 0.1
     extra_unknown: int = 600
+    unknown_share: float = 1.0
     distill: bool = False
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
@@ -423,8 +424,17 @@ def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
     """One epoch of augmented features and targets."""
     classes = data["classes"]
     unk, sil = classes.index(ds.UNKNOWN_LABEL), classes.index(ds.SILENCE_LABEL)
-    waves = [aug(x) for x in data["audio"]]
-    targets = list(data["labels"])
+    keep = np.arange(len(data["labels"]))
+    if opts.unknown_share < 1.0:
+        # at most unknown_share x (number of other clips) _unknown_ word clips per epoch
+        is_unk = data["labels"] == unk
+        n_keep = int(opts.unknown_share * np.count_nonzero(~is_unk))
+        unk_idx = np.flatnonzero(is_unk)
+        if n_keep < unk_idx.size:
+            unk_idx = np.sort(rng.choice(unk_idx, n_keep, replace=False))
+        keep = np.sort(np.concatenate([np.flatnonzero(~is_unk), unk_idx]))
+    waves = [aug(data["audio"][i]) for i in keep]
+    targets = list(data["labels"][keep])
     n_extra = opts.extra_unknown if (data["speech"] or len(data["extra_windows"])) else 0
     if n_extra:
         n_digits = n_extra // 2 if len(data["extra_windows"]) else 0
@@ -817,9 +827,18 @@ def _model_card(name, task, data_dir, opts, cfg, classes, data, acc, per_class, 
             "qat": qat_info,
             "command": f"python -m voxquant.models.train --task {task} --data DATA "
                        f"--out OUT --epochs {opts.epochs} --seed {opts.seed}"
-                       + (" --qat" if opts.qat else ""),
+                       + (" --qat" if opts.qat else "")
+                       + "".join(f" --set {k}={v}" for k, v in _overrides(opts).items()),
         },
     }
+
+
+def _overrides(opts: TrainOptions) -> dict[str, Any]:
+    """Options that differ from the defaults (for the reproducing command line)."""
+    default = TrainOptions()
+    skip = {"task", "epochs", "seed", "qat"}
+    return {k: v for k, v in opts.to_dict().items()
+            if k not in skip and v != getattr(default, k)}
 
 
 def _data_description(task: str) -> dict[str, str]:
