@@ -5,8 +5,8 @@ set of *training* speakers (never validation ones). ``hard_weight`` adds the
 same clips mixed with the training part of the shared noises at low SNR,
 repeated ``hard_weight`` times, so noisy windows weigh more in the observers
 (the "calibrate with hard samples" idea). The ranges are saved as
-``<model>.calibration.npy`` beside the model, where the engine runner finds
-them and offers the ``int8-static`` level.
+``<model>.calibration.npz`` beside the model, with the model file's hash; the
+engine runner finds them there and offers the ``int8-static`` level.
 
 ``python -m voxquant.models.calibrate kws12 --method percentile --hard-weight 2``
 """
@@ -21,7 +21,7 @@ import numpy as np
 from voxquant.models.cards import ModelCard, resolve_model
 from voxquant.stream.frontend import compute_features
 
-__all__ = ["calibration_windows", "calibrate", "METHODS"]
+__all__ = ["calibration_windows", "calibrate", "load_calibration", "METHODS"]
 
 METHODS = ("minmax", "percentile", "entropy")
 
@@ -77,8 +77,34 @@ def calibrate(
     engine_model = load(card.model_path)
     ranges = engine_model.calibrate(windows, method=method)
     if save:
-        np.save(card.model_path.with_suffix(".calibration.npy"), ranges.astype(np.float32))
+        np.savez(calibration_path(card), ranges=ranges.astype(np.float32),
+                 model_sha256=model_sha256(card), method=method, hard_weight=hard_weight,
+                 n_windows=len(windows))
     return ranges
+
+
+def calibration_path(card: ModelCard) -> Path:
+    return card.model_path.with_suffix(".calibration.npz")
+
+
+def model_sha256(card: ModelCard) -> str:
+    import hashlib
+
+    return hashlib.sha256(card.model_path.read_bytes()).hexdigest()
+
+
+def load_calibration(card: ModelCard) -> np.ndarray | None:
+    """Saved static ranges of a model, or None; stale ones (another model file) are an error."""
+    from voxquant.errors import ConfigError
+
+    path = calibration_path(card)
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        if str(saved["model_sha256"]) != model_sha256(card):
+            raise ConfigError(f"{path} was calibrated for another version of {card.name}: "
+                              f"run python -m voxquant.models.calibrate {card.name}")
+        return saved["ranges"]
 
 
 def main(argv: list[str] | None = None) -> int:

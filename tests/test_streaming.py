@@ -194,11 +194,14 @@ def causal_model(tmp_path_factory):
             attr.ints[:] = [2, 1, 0, 1]  # top (past) 2, bottom (future) 0
     onnx.save(model, path)
     from voxquant.engine import load
+    from voxquant.models.calibrate import calibration_path, model_sha256
+    from voxquant.models.cards import resolve_model
 
     rng = np.random.default_rng(3)
     windows = [rng.standard_normal((49, 40)).astype(np.float32) * 3 - 6 for _ in range(20)]
     ranges = load(path).calibrate(windows, method="minmax")
-    np.save(path.with_suffix(".calibration.npy"), ranges)
+    card = resolve_model(path)
+    np.savez(calibration_path(card), ranges=ranges, model_sha256=model_sha256(card))
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from voxquant.errors import ConfigError
+from voxquant.models.calibrate import load_calibration
 from voxquant.models.cards import ModelCard
 
 __all__ = ["make_runner"]
@@ -45,7 +46,7 @@ class _EngineRunner:
 
     Levels: ``fp32``; ``int8`` and ``int16`` with activation scales computed
     per window (dynamic quantization); ``int8-static`` with frozen calibrated
-    ranges, offered when ``<model>.calibration.npy`` lies beside the model.
+    ranges, offered when ``<model>.calibration.npz`` lies beside the model.
     """
 
     def __init__(self, card: ModelCard, *, dynamic_mode: str = "exact"):
@@ -55,8 +56,7 @@ class _EngineRunner:
         self._plan = self._model.plan
         self.dynamic_mode = dynamic_mode
         levels = ["fp32", "int8", "int16"]
-        calibration = card.model_path.with_suffix(".calibration.npy")
-        self._static_ranges = np.load(calibration) if calibration.is_file() else None
+        self._static_ranges = load_calibration(card)
         if self._static_ranges is not None:
             levels.append("int8-static")
         self.levels = tuple(levels)
@@ -88,7 +88,7 @@ class _EngineRunner:
 class _IncrementalEngineRunner:
     """Incremental execution: each hop computes only the newest rows of each layer.
 
-    Needs a causal model and frozen activation scales (``<model>.calibration.npy``)
+    Needs a causal model and frozen activation scales (``<model>.calibration.npz``)
     for its integer levels, since cached rows must keep their scales; ``fp32`` is
     always offered. Levels: ``fp32`` and, when calibrated, ``int8`` and ``int16``
     (static scales). :meth:`prime` recomputes every row from a whole window (at
@@ -100,10 +100,10 @@ class _IncrementalEngineRunner:
         from voxquant.engine import load
 
         self._model = load(card.model_path)
-        calibration = card.model_path.with_suffix(".calibration.npy")
         levels = ["fp32"]
-        if calibration.is_file():
-            self._model.plan.set_static_ranges(np.load(calibration))
+        ranges = load_calibration(card)
+        if ranges is not None:
+            self._model.plan.set_static_ranges(ranges)
             levels += ["int8", "int16"]
         self.levels = tuple(levels)
         self._inc = self._model.incremental()  # raises ConfigError for non-causal models
