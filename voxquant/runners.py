@@ -22,6 +22,9 @@ class _OnnxRuntimeRunner:
     """fp32 baseline through onnxruntime (single thread)."""
 
     levels = ("fp32",)
+    unavailable = {"int8": "the onnxruntime baseline runs fp32 only",
+                   "int8-static": "the onnxruntime baseline runs fp32 only",
+                   "int16": "the onnxruntime baseline runs fp32 only"}
 
     def __init__(self, card: ModelCard):
         import onnxruntime as ort
@@ -56,7 +59,16 @@ class _EngineRunner:
         self._plan = self._model.plan
         self.dynamic_mode = dynamic_mode
         levels = ["fp32", "int8", "int16"]
-        self._static_ranges = load_calibration(card)
+        self.unavailable: dict[str, str] = {}
+        try:
+            self._static_ranges = load_calibration(card)
+        except ConfigError as exc:  # stale: offer no static level, say why when asked
+            self._static_ranges = None
+            self.unavailable["int8-static"] = str(exc)
+        if self._static_ranges is None:
+            self.unavailable.setdefault(
+                "int8-static", f"{card.name} has no calibration: run "
+                f"python -m voxquant.models.calibrate {card.name}")
         if self._static_ranges is not None:
             levels.append("int8-static")
         self.levels = tuple(levels)
@@ -101,7 +113,12 @@ class _IncrementalEngineRunner:
 
         self._model = load(card.model_path)
         levels = ["fp32"]
-        ranges = load_calibration(card)
+        self.unavailable: dict[str, str] = {}
+        try:
+            ranges = load_calibration(card)
+        except ConfigError as exc:
+            ranges = None
+            self.unavailable["int8"] = self.unavailable["int16"] = str(exc)
         if ranges is not None:
             self._model.plan.set_static_ranges(ranges)
             levels += ["int8", "int16"]

@@ -127,8 +127,10 @@ class KeywordSpotter:
             raise ConfigError("incremental int8 already uses static scales: use 'int8-dynamic'"
                               " or 'int8-static' without incremental")
         # Incremental "int8"/"int16" are served with the calibrated static scales.
-        if policy != "adaptive" and POLICIES[policy] not in self._runner.levels:
-            raise ConfigError(f"runtime {runtime!r} has no {policy!r} policy")
+        level = POLICIES[policy]
+        if policy != "adaptive" and level not in self._runner.levels:
+            why = getattr(self._runner, "unavailable", {}).get(level, "not offered")
+            raise ConfigError(f"runtime {runtime!r} has no {policy!r} policy: {why}")
         if threshold is None:  # measured per keyword when available
             threshold = streaming_settings(self.card).get("thresholds", 0.8)
         self._frontend = StreamingFrontEnd(fe)
