@@ -577,25 +577,42 @@ def im2col_rows(X, zp, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, 
 
     k order is (ky, kx, ci), the order of the packed weights.
     """
-    uc = np.uint64(C)
     ukp = np.uint64(kp)
     K = KH * KW * C
     m = np.uint64(0)
     for oh in range(r0, r1):
         for ow in range(WO):
             base = m * ukp
+            ix0 = ow * SW - PL
+            if DW == 1:  # taps kx in [lo, hi) are inside the row: one contiguous copy
+                lo = min(max(-ix0, 0), KW)
+                hi = max(min(W - ix0, KW), lo)
             for ky in range(KH):
                 iy = oh * SH - PT + ky * DH
-                for kx in range(KW):
-                    ix = ow * SW - PL + kx * DW
-                    kb = base + np.uint64((ky * KW + kx) * C)
-                    if iy < 0 or iy >= H or ix < 0 or ix >= W:
-                        for ci in range(uc):
-                            xw[kb + ci] = 0
-                    else:
-                        src = np.uint64(in_off + (iy * W + ix) * C)
-                        for ci in range(uc):
-                            xw[kb + ci] = X[src + ci] - zp
+                kb = base + np.uint64(ky * KW * C)
+                if iy < 0 or iy >= H:
+                    for k in range(np.uint64(KW * C)):
+                        xw[kb + k] = 0
+                elif DW == 1:
+                    for k in range(np.uint64(lo * C)):
+                        xw[kb + k] = 0
+                    src = np.uint64(in_off + (iy * W + ix0 + lo) * C)
+                    dst = kb + np.uint64(lo * C)
+                    for k in range(np.uint64((hi - lo) * C)):
+                        xw[dst + k] = X[src + k] - zp
+                    for k in range(np.uint64(hi * C), np.uint64(KW * C)):
+                        xw[kb + k] = 0
+                else:
+                    for kx in range(KW):
+                        ix = ix0 + kx * DW
+                        kb2 = kb + np.uint64(kx * C)
+                        if ix < 0 or ix >= W:
+                            for ci in range(np.uint64(C)):
+                                xw[kb2 + ci] = 0
+                        else:
+                            src = np.uint64(in_off + (iy * W + ix) * C)
+                            for ci in range(np.uint64(C)):
+                                xw[kb2 + ci] = X[src + ci] - zp
             for k in range(np.uint64(K), ukp):
                 xw[base + k] = 0
             m += np.uint64(1)
