@@ -191,7 +191,7 @@ def _accumulate1_f32(X, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH,
     """fp32 grouped/depthwise conv, one output pixel."""
     cin_g = C // G
     cout_g = CO // G
-    for c in range(CO):
+    for c in range(np.uint64(CO)):
         acc[c] = 0.0
     for ky in range(KH):
         iy = oh * SH - PT + ky * DH
@@ -203,12 +203,13 @@ def _accumulate1_f32(X, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH,
                 continue
             ib = in_off + (iy * W + ix) * C
             wb = woff + (ky * KW + kx) * cin_g * CO
-            xs = X[ib:ib + C]
-            if cin_g == 1 and cout_g == 1:
-                ws = w[wb:wb + CO]
-                for c in range(CO):
-                    acc[c] += xs[c] * ws[c]
+            if cin_g == 1 and cout_g == 1:  # depthwise: unsigned indices, no slices
+                ub = np.uint64(ib)
+                uw = np.uint64(wb)
+                for c in range(np.uint64(CO)):
+                    acc[c] += X[ub + c] * w[uw + c]
             else:
+                xs = X[ib:ib + C]
                 for g in range(G):
                     a = acc[g * cout_g:(g + 1) * cout_g]
                     for ci in range(cin_g):
@@ -312,12 +313,13 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
                 continue
             ib = in_off + (iy * W + ix) * C
             wb = woff + (ky * KW + kx) * cin_g * CO
-            xs = Q[ib:ib + C]
-            if cin_g == 1 and cout_g == 1:
-                ws = w[wb:wb + CO]
+            if cin_g == 1 and cout_g == 1:  # depthwise: unsigned indices, no slices
+                ub = np.uint64(ib)
+                uw = np.uint64(wb)
                 for c in range(np.uint64(CO)):
-                    acc[c] += np.int32(np.int32(xs[c]) - zp32) * np.int32(ws[c])
+                    acc[c] += np.int32(np.int32(Q[ub + c]) - zp32) * np.int32(w[uw + c])
             else:
+                xs = Q[ib:ib + C]
                 for g in range(G):
                     a = acc[g * cout_g:(g + 1) * cout_g]
                     for ci in range(cin_g):
