@@ -177,3 +177,21 @@ def test_ray_engine_gives_the_same_rows_as_local(tiny, batch, tmp_path):
     assert strip[0] == strip[1]
     assert docs[0]["failed"] == docs[1]["failed"]
     assert docs[1]["engine"] == "ray"
+
+
+def test_score_real_clips_with_the_shipped_model(shared_data, tmp_path):
+    words = ["yes", "no", "stop", "go", "left", "cat", "bed"]
+    paths = []
+    for w in words:
+        paths += sorted((shared_data / "speech_commands" / w).glob("*.flac"))[:12]
+    listing = tmp_path / "clips.txt"
+    listing.write_text("\n".join(str(p) for p in paths))
+    out = tmp_path / "real.json"
+    proc = _score([str(listing), "--labels-from-dirs", "--workers", "2", "--json", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["model"] == "kws12" and doc["files"] == len(paths)
+    assert {r["label"] for r in doc["results"]} == {"yes", "no", "stop", "go", "left",
+                                                    "_unknown_"}
+    assert doc["accuracy"] > 0.6  # the shipped model, far above chance (1/12)
+    assert sum(doc["precision_time"].values()) == pytest.approx(doc["audio_seconds"], rel=1e-3)
