@@ -67,3 +67,24 @@ def test_report_without_shared_data_renders_in_a_browser(tmp_path):
     assert ink.mean() > 0.02, "the page looks blank"
     rows_with_ink = np.flatnonzero(ink.any(axis=1))
     assert rows_with_ink.max() > 1000, "plots did not render below the first tables"
+
+
+def test_report_on_shared_audio_with_the_shipped_model(shared_data, tmp_path):
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxquant.cli", "report", "--out", str(out), "--snr", "10",
+         "--max-clips", "48"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["data_source"] == "shared"
+    assert set(report["policies"]) == {"fp32", "int8-static", "int8-dynamic", "int16",
+                                       "adaptive"}
+    for per in report["accuracy_vs_snr"].values():
+        assert set(per) == {"clean", "10"} and all(0.3 < v <= 1.0 for v in per.values())
+    adaptive = report["stream"]["policies"]["adaptive"]
+    assert adaptive["windows_gated"] > 0  # quiet stretches are skipped
+    saving = report["savings"]["fp32"]
+    assert saving["baseline_model_cpu_s"] > 0
+    assert saving["from_gating_s"] > 0
+    assert any(row["model"] == "kws12" for row in report["model_table"])
+    assert "No shared audio" not in (out / "report.html").read_text()
