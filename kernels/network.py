@@ -136,6 +136,192 @@ def _mbqm_vec(x, mult, shift):
     return (hi >> right) + ((hi & mask) > threshold)
 
 
+# ----------------------------------------------------------------------------- vector helpers
+#
+# Plain numba loops over these arrays stay scalar here (LLVM does not vectorize them), so the
+# depthwise tap update, the exact-mode store and the quantize pass are written as vector IR:
+# 8 lanes per step; ``n8`` counts groups of 8 elements (callers handle the remainder).
+
+
+def _ptr(builder, addr, ty):
+    return builder.inttoptr(addr, ty.as_pointer())
+
+
+@intrinsic
+def _madd_i8_v(typingctx, x_addr, w_addr, acc_addr, n8, zp):
+    """acc_i32[j] += (int32(x_i8[j]) - zp) * int32(w_i8[j]) for 8 * n8 elements."""
+    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.int32)
+
+    def codegen(context, builder, signature, args):
+        xa, wa, aa, n, z = args
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        intp = xa.type
+        v8i8, v8i32 = ir.VectorType(i8, 8), ir.VectorType(i32, 8)
+        zv = builder.insert_element(ir.Constant(v8i32, None), z, ir.Constant(i32, 0))
+        zv = builder.shuffle_vector(zv, zv, ir.Constant(v8i32, [0] * 8))
+        with cgutils.for_range(builder, n) as loop:
+            k = loop.index
+            o8 = builder.mul(k, ir.Constant(intp, 8))
+            x = builder.sext(builder.load(_ptr(builder, builder.add(xa, o8), v8i8), align=1),
+                             v8i32)
+            w = builder.sext(builder.load(_ptr(builder, builder.add(wa, o8), v8i8), align=1),
+                             v8i32)
+            ap = _ptr(builder, builder.add(aa, builder.mul(k, ir.Constant(intp, 32))), v8i32)
+            acc = builder.load(ap, align=4)
+            builder.store(builder.add(acc, builder.mul(builder.sub(x, zv), w)), ap, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _madd_f32_v(typingctx, x_addr, w_addr, acc_addr, n8):
+    """acc_f32[j] += x[j] * w[j] for 8 * n8 elements (one FMA, as the fastmath scalar loop)."""
+    sig = types.void(types.intp, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xa, wa, aa, n = args
+        intp = xa.type
+        v8f = ir.VectorType(ir.FloatType(), 8)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
+        with cgutils.for_range(builder, n) as loop:
+            o = builder.mul(loop.index, ir.Constant(intp, 32))
+            x = builder.load(_ptr(builder, builder.add(xa, o), v8f), align=4)
+            w = builder.load(_ptr(builder, builder.add(wa, o), v8f), align=4)
+            ap = _ptr(builder, builder.add(aa, o), v8f)
+            builder.store(builder.call(fma, [x, w, builder.load(ap, align=4)]), ap, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _splat(builder, val, vty):
+    i32 = ir.IntType(32)
+    v = builder.insert_element(ir.Constant(vty, None), val, ir.Constant(i32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, vty.count), [0] * vty.count))
+
+
+@intrinsic
+def _store_exact_v(typingctx, acc_addr, ms_addr, b_addr, out_addr, n8, amin, amax, mm_addr):
+    """out_f32 = clamp(float(acc_i32) * ms + b, amin, amax) for 8 * n8 elements; the running
+    lane-wise min / max vectors live in ``mm_addr`` (float32[16]) and are updated."""
+    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.float32,
+                     types.float32, types.intp)
+
+    def codegen(context, builder, signature, args):
+        aa, ma, ba, oa, n, lo, hi, mma = args
+        intp = aa.type
+        f32 = ir.FloatType()
+        v8f, v8i = ir.VectorType(f32, 8), ir.VectorType(ir.IntType(32), 8)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
+        lov, hiv = _splat(builder, lo, v8f), _splat(builder, hi, v8f)
+        mnp = _ptr(builder, mma, v8f)
+        mxp = _ptr(builder, builder.add(mma, ir.Constant(intp, 32)), v8f)
+        mn = cgutils.alloca_once_value(builder, builder.load(mnp, align=4))
+        mx = cgutils.alloca_once_value(builder, builder.load(mxp, align=4))
+        with cgutils.for_range(builder, n) as loop:
+            o = builder.mul(loop.index, ir.Constant(intp, 32))
+            a = builder.sitofp(builder.load(_ptr(builder, builder.add(aa, o), v8i), align=4), v8f)
+            m = builder.load(_ptr(builder, builder.add(ma, o), v8f), align=4)
+            b = builder.load(_ptr(builder, builder.add(ba, o), v8f), align=4)
+            v = builder.call(fma, [a, m, b])
+            v = builder.select(builder.fcmp_ordered(">", v, lov), v, lov)
+            v = builder.select(builder.fcmp_ordered("<", v, hiv), v, hiv)
+            builder.store(v, _ptr(builder, builder.add(oa, o), v8f), align=4)
+            cm, cx = builder.load(mn), builder.load(mx)
+            builder.store(builder.select(builder.fcmp_ordered("<", v, cm), v, cm), mn)
+            builder.store(builder.select(builder.fcmp_ordered(">", v, cx), v, cx), mx)
+        builder.store(builder.load(mn), mnp, align=4)
+        builder.store(builder.load(mx), mxp, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _make_quantize_v(bits: int):
+    @intrinsic
+    def quantize_v(typingctx, f_addr, q_addr, n8, inv, lo, hi, z):
+        """q = int(clamp(floor(x * inv + 0.5), lo, hi) + z) for 8 * n8 elements; returns
+        how many were clamped (exactly :func:`_quantize_fast`'s arithmetic)."""
+        sig = types.int64(types.intp, types.intp, types.intp, types.float32, types.float32,
+                          types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):
+            fa, qa, n, inv, lo, hi, z = args
+            intp = fa.type
+            f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+            v8f, v8i = ir.VectorType(f32, 8), ir.VectorType(i32, 8)
+            vq = ir.VectorType(ir.IntType(bits), 8)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
+            floor = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v8f, [v8f]), "llvm.floor.v8f32")
+            invv, lov, hiv, zv = (_splat(builder, a, v8f) for a in (inv, lo, hi, z))
+            half = ir.Constant(v8f, [0.5] * 8)
+            satv = cgutils.alloca_once_value(builder, ir.Constant(v8i, None))
+            with cgutils.for_range(builder, n) as loop:
+                k = loop.index
+                x = builder.load(_ptr(builder, builder.add(fa, builder.mul(
+                    k, ir.Constant(intp, 32))), v8f), align=4)
+                r = builder.call(floor, [builder.call(fma, [x, invv, half])])
+                out = builder.or_(builder.fcmp_ordered("<", r, lov),
+                                  builder.fcmp_ordered(">", r, hiv))
+                builder.store(builder.sub(builder.load(satv), builder.sext(out, v8i)), satv)
+                c = builder.select(builder.fcmp_ordered(">", r, lov), r, lov)
+                c = builder.select(builder.fcmp_ordered("<", c, hiv), c, hiv)
+                q = builder.trunc(builder.fptosi(builder.fadd(c, zv), v8i), vq)
+                builder.store(q, _ptr(builder, builder.add(qa, builder.mul(
+                    k, ir.Constant(intp, bits))), vq), align=1)
+            sv = builder.load(satv)
+            total = ir.Constant(i64, 0)
+            for j in range(8):
+                total = builder.add(total, builder.sext(
+                    builder.extract_element(sv, ir.Constant(i32, j)), i64))
+            return total
+
+        return sig, codegen
+
+    return quantize_v
+
+
+_quantize_v8 = _make_quantize_v(8)
+_quantize_v16 = _make_quantize_v(16)
+
+
+@njit(cache=True, inline="always")
+def _store_exact(acc, ab, mscale, c0, bias_f, cb, F, ob, n, amn, amx, mm):
+    """F[ob:ob+n] = clamp(float(acc[ab:]) * mscale[c0:] + bias_f[cb:]); min/max into mm."""
+    ab, c0, cb, ob, n = np.int64(ab), np.int64(c0), np.int64(cb), np.int64(ob), np.int64(n)
+    n8 = n // 8 if acc.itemsize == 4 else 0
+    if n8 > 0:
+        _store_exact_v(acc.ctypes.data + ab * 4, mscale.ctypes.data + c0 * 4,
+                       bias_f.ctypes.data + cb * 4, F.ctypes.data + ob * 4, n8, amn, amx,
+                       mm.ctypes.data)
+    for c in range(n8 * 8, n):
+        v = np.float32(acc[ab + c]) * mscale[c0 + c] + bias_f[cb + c]
+        v = min(max(v, amn), amx)
+        mm[0] = min(mm[0], v)
+        mm[8] = max(mm[8], v)
+        F[ob + c] = v
+
+
+@njit(cache=True, inline="always")
+def _mm_init(mm):
+    for j in range(8):
+        mm[j] = np.inf
+        mm[8 + j] = -np.inf
+
+
+@njit(cache=True, inline="always")
+def _mm_reduce(mm, mn, mx):
+    for j in range(8):
+        mn = min(mn, mm[j])
+        mx = max(mx, mm[8 + j])
+    return mn, mx
+
+
 # ----------------------------------------------------------------------------- conv
 
 
@@ -206,7 +392,9 @@ def _accumulate1_f32(X, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH,
             if cin_g == 1 and cout_g == 1:  # depthwise: unsigned indices, no slices
                 ub = np.uint64(ib)
                 uw = np.uint64(wb)
-                for c in range(np.uint64(CO)):
+                n8 = CO // 8
+                _madd_f32_v(X.ctypes.data + ib * 4, w.ctypes.data + wb * 4, acc.ctypes.data, n8)
+                for c in range(np.uint64(n8 * 8), np.uint64(CO)):
                     acc[c] += X[ub + c] * w[uw + c]
             else:
                 xs = X[ib:ib + C]
@@ -316,7 +504,12 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
             if cin_g == 1 and cout_g == 1:  # depthwise: unsigned indices, no slices
                 ub = np.uint64(ib)
                 uw = np.uint64(wb)
-                for c in range(np.uint64(CO)):
+                c0 = 0
+                if Q.itemsize == 1 and acc.itemsize == 4:  # int8 x int8 -> int32 lanes
+                    c0 = CO // 8 * 8
+                    _madd_i8_v(Q.ctypes.data + ib, w.ctypes.data + wb, acc.ctypes.data, CO // 8,
+                               zp32)
+                for c in range(np.uint64(c0), np.uint64(CO)):
                     acc[c] += np.int32(np.int32(Q[ub + c]) - zp32) * np.int32(w[uw + c])
             else:
                 xs = Q[ib:ib + C]
@@ -335,7 +528,7 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
 @njit(cache=True, fastmath=True)
 def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH, DW, CO, WO,
                   out_off, r0, r1, acc, store_mode, mscale, bias_f, coff, amin, amax, F,
-                  inv_s, zp_out, qmin, qmax, b_i32, mult, shift, rounding):
+                  inv_s, zp_out, qmin, qmax, b_i32, mult, shift, rounding, mm):
     """Integer conv on rows [r0, r1) with its store (``acc`` needs 4 * CO elements).
 
     store_mode 0: real values to the fp32 region (exact per-window mode);
@@ -349,6 +542,7 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
     sat = 0
     amn = np.float32(amin)
     amx = np.float32(amax)
+    _mm_init(mm)
     for oh in range(r0, r1):
         ow = 0
         while ow < WO:
@@ -378,19 +572,12 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
                                             rounding == 3) + zp_out
                             Q[uob + c] = min(max(v, qmin), qmax)
                     continue
-                uob = np.uint64(ob)
-                uab = np.uint64(ab)
-                ucf = np.uint64(coff)
-                for c in range(np.uint64(CO)):
-                    v = np.float32(acc[uab + c]) * mscale[c] + bias_f[ucf + c]
-                    v = min(max(v, amn), amx)
-                    mn = min(mn, v)
-                    mx = max(mx, v)
-                    F[uob + c] = v
+                _store_exact(acc, ab, mscale, 0, bias_f, coff, F, ob, CO, amn, amx, mm)
             ow += nb
         if store_mode == 1:  # quantize the finished row with the known scale
             sat += _quantize_fast(F, Q, out_off + oh * WO * CO, WO * CO, inv_s, zp_out, qmin,
                                   qmax)
+    mn, mx = _mm_reduce(mm, mn, mx)
     return mn, mx, sat
 
 
@@ -651,7 +838,7 @@ def conv_f32_gemm_rows(F, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, W
 def conv_int_gemm_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, WO,
                        wpk, pk_off, out_off, r0, r1, store_mode, mscale, bias_f, coff, amin,
                        amax, F, inv_s, zp_out, qmin, qmax, b_i32, mult, shift, rounding, xw,
-                       acc_t):
+                       acc_t, mm):
     """int8 G == 1 conv on rows [r0, r1) via im2col + vpmaddwd tiles; same stores and
     return value as :func:`conv_int_rows` (integer accumulators are identical)."""
     M = (r1 - r0) * WO
@@ -667,6 +854,7 @@ def conv_int_gemm_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW
     uM = np.uint64(M)
     nblk = np.uint64((CO + GEMM_NR - 1) // GEMM_NR)
     o0 = out_off + r0 * WO * CO
+    _mm_init(mm)
     for m in range(uM):
         ob = np.uint64(o0) + m * np.uint64(CO)
         for nb in range(nblk):
@@ -688,12 +876,8 @@ def conv_int_gemm_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW
                                         rounding == 3) + zp_out
                         Q[uob + c] = min(max(v, qmin), qmax)
             else:
-                for c in range(n_here):
-                    v = np.float32(acc_t[ab + c]) * mscale[c0 + c] + bias_f[ucf + c]
-                    v = min(max(v, amn), amx)
-                    mn = min(mn, v)
-                    mx = max(mx, v)
-                    F[uob + c] = v
+                _store_exact(acc_t, ab, mscale, c0, bias_f, ucf, F, uob, n_here, amn, amx, mm)
+    mn, mx = _mm_reduce(mm, mn, mx)
     if store_mode == 1:
         sat += _quantize_fast(F, Q, o0, M * CO, inv_s, zp_out, qmin, qmax)
     return mn, mx, sat
@@ -812,14 +996,19 @@ def _quantize_fast(F, Q, off, n, inv_s, zp, qmin, qmax):
     z = np.float32(zp)
     half = np.float32(0.5)
     sat = 0
+    n8 = n // 8
+    if Q.itemsize == 1:
+        sat += _quantize_v8(F.ctypes.data + off * 4, Q.ctypes.data + off, n8, inv, lo, hi, z)
+    else:
+        sat += _quantize_v16(F.ctypes.data + off * 4, Q.ctypes.data + off * 2, n8, inv, lo,
+                             hi, z)
     uoff = np.uint64(off)
-    for i in range(np.uint64(n)):
+    for i in range(np.uint64(n8 * 8), np.uint64(n)):
         r = np.floor(F[uoff + i] * inv + half)
         sat += (r < lo) | (r > hi)
-    for i in range(np.uint64(n)):
-        r = np.floor(F[uoff + i] * inv + half)
         Q[uoff + i] = np.int32(min(max(r, lo), hi) + z)
     return sat
+
 
 
 @njit(cache=True)
@@ -945,17 +1134,17 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
                                          DH, DW, CO, WO, wpk_i, L[i, LP_PKI], out_off, r0, r1,
                                          mode, mscale, b_f32, coff, amin, amax, F, inv_s,
                                          zp_out, qlo, qhi, b_i32, mult, shift, L[i, LP_FIXED],
-                                         xw_i, acc_ti)
+                                         xw_i, acc_ti, acc_tf)
         elif p == P_I8:
             a, b, s = conv_int_rows(Q8, zp_in, in_off, H, W, C, w_i8, woff, KH, KW, SH, SW, PT,
                                     PL, G, DH, DW, CO, WO, out_off, r0, r1, acc_i32, mode,
                                     mscale, b_f32, coff, amin, amax, F, inv_s, zp_out, qlo,
-                                    qhi, b_i32, mult, shift, L[i, LP_FIXED])
+                                    qhi, b_i32, mult, shift, L[i, LP_FIXED], acc_tf)
         else:
             a, b, s = conv_int_rows(Q16, zp_in, in_off, H, W, C, w_i16, woff, KH, KW, SH, SW,
                                     PT, PL, G, DH, DW, CO, WO, out_off, r0, r1, acc_i64, mode,
                                     mscale, b_f32, coff, amin, amax, F, inv_s, zp_out, qlo,
-                                    qhi, b_i32, mult, shift, L[i, LP_FIXED])
+                                    qhi, b_i32, mult, shift, L[i, LP_FIXED], acc_tf)
         mn = min(mn, a)
         mx = max(mx, b)
         sat += s

@@ -224,7 +224,8 @@ class Plan:
         w_f, w_8, w_16, b_f, s8, s16, b32, mul, sh = [], [], [], [], [], [], [], [], []
         pk_i, pk_f = [], []
         woff = coff = pki_off = pkf_off = 0
-        xw_i = xw_f = acc_t = 1
+        xw_i = xw_f = 1
+        acc_t = 16  # also the int store's min/max scratch
         for i, layer in enumerate(layers):
             h, w, c = layer.in_shape
             ho, wo, co = layer.out_shape
