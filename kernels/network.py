@@ -589,34 +589,37 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
 # written in generic LLVM vector IR (no x86-only intrinsics), so they compile on any CPU;
 # on AVX2 the integer one becomes ``vpmaddwd`` and the float one ``vfmadd231ps``.
 #
-# Integer packed layout: int16 [NB, K4, 16, 4] (16 channels x 4 consecutive k, zero padded);
-# activations (x - zp) widened to int16 rows of K4 * 4. Each 16 x int16 product vector holds
-# 4 channels x 4 k; pairs are summed as in pmaddwd (int32, exact: |x - zp| <= 255 for int8).
+# Integer packed layout: int16 [NB, K2, 16, 2] (16 channels x 2 consecutive k, zero padded);
+# activations (x - zp) widened to int16 rows of kp = K rounded up to 4. pmaddwd sums each
+# channel's pair of products into one int32 lane (exact: |x - zp| <= 255 for int8).
 # Float packed layout: float32 [NB, K, 16].
 
 GEMM_NR = 16
-TILE_RI = 3  # rows per integer tile: 12 accumulators + 4 weight registers
+TILE_RI = 4  # rows per integer tile: 8 accumulators + 2 weight registers
 TILE_RF = 4  # rows per float tile: 8 accumulators
 
 
 def _make_int_tile(rows: int):
-    """``rows x 16`` int32 tile = sum over k4 of x[r, 4k4:4k4+4] . w[k4, c, 0:4] (vpmaddwd)."""
+    """``rows x 16`` int32 tile = sum over k2 of x[r, 2k2:2k2+2] . w[k2, c, 0:2] (vpmaddwd).
+
+    Each weight vector holds 8 channels x 2 consecutive k (int16); the activation pair is
+    broadcast as one 32-bit lane, so a pmaddwd lane is one channel's exact partial sum.
+    """
 
     @intrinsic
-    def tile(typingctx, x_addr, x_stride, w_addr, k4_count, out_addr):
+    def tile(typingctx, x_addr, x_stride, w_addr, k2_count, out_addr):
         sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
             xa, xs, wa, kc, oa = args
-            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+            i16, i32 = ir.IntType(16), ir.IntType(32)
             intp = xa.type
             v16i16 = ir.VectorType(i16, 16)
             v16i32 = ir.VectorType(i32, 16)
             v8i32 = ir.VectorType(i32, 8)
-            v4i64 = ir.VectorType(i64, 4)
             even = ir.Constant(v8i32, list(range(0, 16, 2)))
             odd = ir.Constant(v8i32, list(range(1, 16, 2)))
-            splat = ir.Constant(ir.VectorType(i32, 4), [0, 0, 0, 0])
+            splat = ir.Constant(v8i32, [0] * 8)
 
             def pmadd(a, b):
                 p = builder.mul(builder.sext(a, v16i32), builder.sext(b, v16i32))
@@ -624,35 +627,30 @@ def _make_int_tile(rows: int):
                                    builder.shuffle_vector(p, p, odd))
 
             zero = ir.Constant(v8i32, None)
-            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)]
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
                     for _ in range(rows)]
             with cgutils.for_range(builder, kc) as loop:
                 k = loop.index
-                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 128)))
+                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 64)))
                 wv = [builder.load(builder.inttoptr(
                     builder.add(w_base, ir.Constant(intp, 32 * j)), v16i16.as_pointer()),
-                    align=2) for j in range(4)]
-                x_off = builder.mul(k, ir.Constant(intp, 8))
+                    align=2) for j in range(2)]
+                x_off = builder.mul(k, ir.Constant(intp, 4))
                 for r in range(rows):
                     xaddr = builder.add(builder.add(xa, builder.mul(ir.Constant(intp, r), xs)),
                                         x_off)
-                    q = builder.load(builder.inttoptr(xaddr, i64.as_pointer()), align=2)
-                    qv = builder.insert_element(ir.Constant(v4i64, None), q,
+                    q = builder.load(builder.inttoptr(xaddr, i32.as_pointer()), align=2)
+                    qv = builder.insert_element(ir.Constant(v8i32, None), q,
                                                 ir.Constant(i32, 0))
                     xb = builder.bitcast(builder.shuffle_vector(qv, qv, splat), v16i16)
-                    for j in range(4):
+                    for j in range(2):
                         acc = accs[r][j]
                         builder.store(builder.add(builder.load(acc), pmadd(wv[j], xb)), acc)
-            # lanes 2c, 2c+1 of the 4 accumulators hold channel c's two partial sums
             for r in range(rows):
-                a = [builder.load(accs[r][j]) for j in range(4)]
-                for h in range(2):
-                    lo_v, hi_v = a[2 * h], a[2 * h + 1]
-                    s = builder.add(builder.shuffle_vector(lo_v, hi_v, even),
-                                    builder.shuffle_vector(lo_v, hi_v, odd))
-                    p = builder.inttoptr(builder.add(oa, ir.Constant(intp, (r * 2 + h) * 32)),
+                for j in range(2):
+                    p = builder.inttoptr(builder.add(oa, ir.Constant(intp, (r * 2 + j) * 32)),
                                          v8i32.as_pointer())
-                    builder.store(s, p, align=4)
+                    builder.store(builder.load(accs[r][j]), p, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -706,7 +704,8 @@ def _make_f32_tile(rows: int):
     return tile
 
 
-_it1, _it2, _it3 = _make_int_tile(1), _make_int_tile(2), _make_int_tile(3)
+_it1, _it2, _it3, _it4 = (_make_int_tile(1), _make_int_tile(2), _make_int_tile(3),
+                          _make_int_tile(4))
 _ft1, _ft2, _ft3, _ft4 = (_make_f32_tile(1), _make_f32_tile(2), _make_f32_tile(3),
                           _make_f32_tile(4))
 
@@ -714,24 +713,26 @@ _ft1, _ft2, _ft3, _ft4 = (_make_f32_tile(1), _make_f32_tile(2), _make_f32_tile(3
 @njit(cache=True)
 def gemm_int_tiles(xw, kp, M, wpk, pk_off, CO, acc_t):
     """int32 ``acc_t[NB, M, 16]`` = widened rows ``xw[M, kp]`` x packed int16 weights."""
-    k4 = kp // 4
+    k2 = kp // 2
     nblk = (CO + GEMM_NR - 1) // GEMM_NR
     xa = xw.ctypes.data
     wa = wpk.ctypes.data + pk_off * 2
     oa = acc_t.ctypes.data
     for nb in range(nblk):
-        wb = wa + nb * k4 * GEMM_NR * 4 * 2
+        wb = wa + nb * kp * GEMM_NR * 2
         t0 = 0
         while t0 < M:
             r = min(TILE_RI, M - t0)
             xr = xa + t0 * kp * 2
             ob = oa + (nb * M + t0) * GEMM_NR * 4
-            if r == 3:
-                _it3(xr, kp * 2, wb, k4, ob)
+            if r == 4:
+                _it4(xr, kp * 2, wb, k2, ob)
+            elif r == 3:
+                _it3(xr, kp * 2, wb, k2, ob)
             elif r == 2:
-                _it2(xr, kp * 2, wb, k4, ob)
+                _it2(xr, kp * 2, wb, k2, ob)
             else:
-                _it1(xr, kp * 2, wb, k4, ob)
+                _it1(xr, kp * 2, wb, k2, ob)
             t0 += r
 
 

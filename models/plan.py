@@ -103,13 +103,13 @@ def quantize_weights_pow2(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pack_gemm_int16(w_kn: np.ndarray) -> np.ndarray:
-    """int8 weights ``[K, N]`` as int16 ``[NB, K4, 16, 4]`` (zero padded), the layout of
-    :func:`voxquant.kernels.network.gemm_int_tiles`."""
+    """int8 weights ``[K, N]`` as int16 ``[NB, K2, 16, 2]`` (K padded to a multiple of 4,
+    channels to 16, with zeros), the layout of :func:`voxquant.kernels.network.gemm_int_tiles`."""
     k_size, n_out = w_kn.shape
-    nb, k4 = -(-n_out // net.GEMM_NR), -(-k_size // 4)
-    padded = np.zeros((nb * net.GEMM_NR, k4 * 4), np.int16)
+    nb, kp = -(-n_out // net.GEMM_NR), -(-k_size // 4) * 4
+    padded = np.zeros((nb * net.GEMM_NR, kp), np.int16)
     padded[:n_out, :k_size] = w_kn.T
-    return np.ascontiguousarray(padded.reshape(nb, net.GEMM_NR, k4, 4).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(padded.reshape(nb, net.GEMM_NR, kp // 2, 2).transpose(0, 2, 1, 3)
                                 ).reshape(-1)
 
 
