@@ -322,6 +322,122 @@ def _mm_reduce(mm, mn, mx):
     return mn, mx
 
 
+def _make_dw_pixel(is_int: bool, nvec: int):
+    """Depthwise pixel, ``8 * nvec`` channels: acc[c] = sum over the valid tap rectangle of
+    x[c] * w[c] (int8: (x - zp) * w in int32; float: FMA), all channels held in registers.
+
+    Taps are walked ky-major then kx, the order of the scalar loop, so sums are the same.
+    """
+
+    @intrinsic
+    def dw_pixel(typingctx, x_addr, x_row, x_col, w_addr, w_row, w_col, nky, nkx, zp,
+                 acc_addr):
+        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp,
+                         types.intp, types.intp, types.intp, types.int32, types.intp)
+
+        def codegen(context, builder, signature, args):
+            xa, xr, xc, wa, wr, wc, ny, nx, z, aa = args
+            intp = xa.type
+            i32 = ir.IntType(32)
+            if is_int:
+                ev = ir.VectorType(ir.IntType(8), 8)
+                av = ir.VectorType(i32, 8)
+                esz = 8
+                zv = _splat(builder, z, av)
+            else:
+                ev = av = ir.VectorType(ir.FloatType(), 8)
+                esz = 32
+                fma = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(av, [av, av, av]), "llvm.fma.v8f32")
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(av, None))
+                    for _ in range(nvec)]
+            with cgutils.for_range(builder, ny) as yl:
+                xy = builder.add(xa, builder.mul(yl.index, xr))
+                wy = builder.add(wa, builder.mul(yl.index, wr))
+                with cgutils.for_range(builder, nx) as xl:
+                    xp = builder.add(xy, builder.mul(xl.index, xc))
+                    wp = builder.add(wy, builder.mul(xl.index, wc))
+                    for v in range(nvec):
+                        o = ir.Constant(intp, v * esz)
+                        x = builder.load(_ptr(builder, builder.add(xp, o), ev), align=1)
+                        w = builder.load(_ptr(builder, builder.add(wp, o), ev), align=1)
+                        a = builder.load(accs[v])
+                        if is_int:
+                            x = builder.sub(builder.sext(x, av), zv)
+                            a = builder.add(a, builder.mul(x, builder.sext(w, av)))
+                        else:
+                            a = builder.call(fma, [x, w, a])
+                        builder.store(a, accs[v])
+            for v in range(nvec):
+                ap = _ptr(builder, builder.add(aa, ir.Constant(intp, 32 * v)), av)
+                builder.store(builder.load(accs[v]), ap, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dw_pixel
+
+
+_dwi1, _dwi2, _dwi4, _dwi8 = (_make_dw_pixel(True, n) for n in (1, 2, 4, 8))
+_dwf1, _dwf2, _dwf4, _dwf8 = (_make_dw_pixel(False, n) for n in (1, 2, 4, 8))
+
+
+@njit(cache=True, inline="always")
+def _dw_pixel(is_int, x_addr, x_row, x_col, esz, w_addr, w_row, w_col, wsz, nky, nkx, zp,
+              acc_addr, n_ch):
+    """Run the depthwise pixel kernels over ``n_ch`` (a multiple of 8) channels."""
+    c = 0
+    while c < n_ch:
+        left = (n_ch - c) // 8
+        xa = x_addr + c * esz
+        wa = w_addr + c * wsz
+        aa = acc_addr + c * 4
+        if left >= 8:
+            if is_int:
+                _dwi8(xa, x_row, x_col, wa, w_row, w_col, nky, nkx, zp, aa)
+            else:
+                _dwf8(xa, x_row, x_col, wa, w_row, w_col, nky, nkx, zp, aa)
+            c += 64
+        elif left >= 4:
+            if is_int:
+                _dwi4(xa, x_row, x_col, wa, w_row, w_col, nky, nkx, zp, aa)
+            else:
+                _dwf4(xa, x_row, x_col, wa, w_row, w_col, nky, nkx, zp, aa)
+            c += 32
+        elif left >= 2:
+            if is_int:
+                _dwi2(xa, x_row, x_col, wa, w_row, w_col, nky, nkx, zp, aa)
+            else:
+                _dwf2(xa, x_row, x_col, wa, w_row, w_col, nky, nkx, zp, aa)
+            c += 16
+        else:
+            if is_int:
+                _dwi1(xa, x_row, x_col, wa, w_row, w_col, nky, nkx, zp, aa)
+            else:
+                _dwf1(xa, x_row, x_col, wa, w_row, w_col, nky, nkx, zp, aa)
+            c += 8
+
+
+@njit(cache=True, inline="always")
+def _dw_rect(oh, ow, H, W, KH, KW, SH, SW, PT, PL, DH, DW):
+    """Valid tap rectangle [ky0, ky1) x [kx0, kx1) of one output pixel."""
+    y0 = oh * SH - PT
+    x0 = ow * SW - PL
+    ky0 = 0
+    while ky0 < KH and y0 + ky0 * DH < 0:
+        ky0 += 1
+    ky1 = KH
+    while ky1 > ky0 and y0 + (ky1 - 1) * DH >= H:
+        ky1 -= 1
+    kx0 = 0
+    while kx0 < KW and x0 + kx0 * DW < 0:
+        kx0 += 1
+    kx1 = KW
+    while kx1 > kx0 and x0 + (kx1 - 1) * DW >= W:
+        kx1 -= 1
+    return y0, x0, ky0, ky1, kx0, kx1
+
+
 # ----------------------------------------------------------------------------- conv
 
 
@@ -377,6 +493,14 @@ def _accumulate1_f32(X, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G, DH,
     """fp32 grouped/depthwise conv, one output pixel."""
     cin_g = C // G
     cout_g = CO // G
+    if cin_g == 1 and cout_g == 1 and CO % 8 == 0:
+        y0, x0, ky0, ky1, kx0, kx1 = _dw_rect(oh, ow, H, W, KH, KW, SH, SW, PT, PL, DH, DW)
+        xb = in_off + ((y0 + ky0 * DH) * W + x0 + kx0 * DW) * C
+        wb = woff + (ky0 * KW + kx0) * CO
+        _dw_pixel(False, X.ctypes.data + xb * 4, DH * W * C * 4, DW * C * 4, 4,
+                  w.ctypes.data + wb * 4, KW * CO * 4, CO * 4, 4, ky1 - ky0, kx1 - kx0,
+                  np.int32(0), acc.ctypes.data, CO)
+        return
     for c in range(np.uint64(CO)):
         acc[c] = 0.0
     for ky in range(KH):
@@ -489,6 +613,14 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
     cin_g = C // G
     cout_g = CO // G
     zp32 = np.int32(zp_in)
+    if (cin_g == 1 and cout_g == 1 and CO % 8 == 0 and Q.itemsize == 1
+            and acc.itemsize == 4):
+        y0, x0, ky0, ky1, kx0, kx1 = _dw_rect(oh, ow, H, W, KH, KW, SH, SW, PT, PL, DH, DW)
+        xb = in_off + ((y0 + ky0 * DH) * W + x0 + kx0 * DW) * C
+        wb = woff + (ky0 * KW + kx0) * CO
+        _dw_pixel(True, Q.ctypes.data + xb, DH * W * C, DW * C, 1, w.ctypes.data + wb,
+                  KW * CO, CO, 1, ky1 - ky0, kx1 - kx0, zp32, acc.ctypes.data, CO)
+        return
     for c in range(np.uint64(CO)):
         acc[c] = 0
     for ky in range(KH):
