@@ -55,6 +55,13 @@ def batch(tmp_path_factory) -> Path:
     return root
 
 
+def _default_sigint() -> None:
+    """Child processes get SIGINT's default disposition: a shell that started the tests in
+    the background ignores SIGINT, and an ignored SIGINT is inherited (then Python installs no
+    KeyboardInterrupt handler at all)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _score(args, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=300, **kw)
 
@@ -125,7 +132,7 @@ def test_ctrl_c_writes_what_was_scored(tiny, tmp_path):
     proc = subprocess.Popen([*CMD, str(folder), "--model", str(tiny), "--runtime",
                              "onnxruntime", "--policy", "fp32", "--workers", "1", "--quiet",
                              "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     while "scoring 4000 files" not in proc.stderr.readline():  # the first batch is done
         assert proc.poll() is None and time.monotonic() < deadline, "scoring never started"

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 return
 
     async def consume() -> None:
+        spotter.warm_up()  # compile or load kernels before the microphone opens
         async with source as opened:
             detections = spotter.listen(announced(opened))
             await _print_detections(detections)

@@ -242,11 +242,29 @@ class KeywordSpotter:
         self._cpu_s += time.thread_time() - cpu0
         return detections
 
+    def warm_up(self) -> None:
+        """Run the model once at every precision level, then forget it.
+
+        The first call of a compiled kernel loads it from numba's cache (about a second)
+        or compiles it (tens of seconds on a cold cache); doing that before a live source
+        opens means no audio is dropped while it happens.
+        """
+        window = np.zeros((self.card.window_frames, self.card.frontend.n_features), np.float32)
+        for level in self._runner.levels:
+            if self.incremental:
+                self._runner.prime(window, level)
+                self._runner.step(window[-1], level)
+            else:
+                self._runner.run(window, level)
+        self._primed_level = None
+
     async def listen(self, source) -> AsyncIterator[Detection]:
         """Detections from an audio source (``Microphone``, ``WavFile``, any async iterator).
 
-        Sources that are async context managers are opened and closed here.
+        The model is warmed up first (:meth:`warm_up`), then sources that are async
+        context managers are opened and closed here.
         """
+        self.warm_up()
         if hasattr(source, "__aenter__"):
             async with source as opened:
                 async for det in self._listen(opened):
