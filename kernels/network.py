@@ -728,7 +728,7 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
 
 GEMM_NR = 16
 TILE_RI = 4  # rows per integer tile: 8 accumulators + 2 weight registers
-TILE_RF = 4  # rows per float tile: 8 accumulators
+TILE_RF = 6  # rows per float tile: 12 accumulators + 2 weight registers
 
 
 def _make_int_tile(rows: int):
@@ -838,8 +838,7 @@ def _make_f32_tile(rows: int):
 
 _it1, _it2, _it3, _it4 = (_make_int_tile(1), _make_int_tile(2), _make_int_tile(3),
                           _make_int_tile(4))
-_ft1, _ft2, _ft3, _ft4 = (_make_f32_tile(1), _make_f32_tile(2), _make_f32_tile(3),
-                          _make_f32_tile(4))
+_ft1, _ft2, _ft3, _ft4, _ft5, _ft6 = (_make_f32_tile(r) for r in range(1, 7))
 
 
 @njit(cache=True)
@@ -882,7 +881,11 @@ def gemm_f32_tiles(xf, K, M, wpk, pk_off, CO, acc_t):
             r = min(TILE_RF, M - t0)
             xr = xa + t0 * K * 4
             ob = oa + (nb * M + t0) * GEMM_NR * 4
-            if r == 4:
+            if r == 6:
+                _ft6(xr, K * 4, wb, K, ob)
+            elif r == 5:
+                _ft5(xr, K * 4, wb, K, ob)
+            elif r == 4:
                 _ft4(xr, K * 4, wb, K, ob)
             elif r == 3:
                 _ft3(xr, K * 4, wb, K, ob)
