@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -73,19 +74,27 @@ def test_listen_detects_keywords_played_into_the_default_input(virtual_microphon
                             preexec_fn=_default_sigint)
     try:
         # The first callback may take ~2 s; a cold numba cache adds a compile before it.
+        err_lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=lambda: [err_lines.put(x) for x in proc.stderr],
+                                  daemon=True)
+        reader.start()
         deadline = time.monotonic() + 240
-        line = ""
-        while "audio is flowing" not in line:
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([proc.stderr], [], [], max(0.0, remaining))
-            assert ready, "no audio callback within 240 s"
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                pytest.fail(f"listen exited early: {proc.stderr.read()}")
+        seen = []
+        while not any("audio is flowing" in x for x in seen):
+            try:
+                seen.append(err_lines.get(timeout=max(0.1, deadline - time.monotonic())))
+            except queue.Empty:
+                pytest.fail(f"no audio callback within 240 s; stderr: {seen}")
+            assert proc.poll() is None or not err_lines.empty(), f"listen exited: {seen}"
         subprocess.run(["paplay", str(recording)], check=True, timeout=60)
         time.sleep(2.0)  # let the last window be scored
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=60)  # Ctrl-C stops it and it prints its stats
+        out = proc.stdout.read()
+        reader.join(timeout=10)
+        while not err_lines.empty():
+            seen.append(err_lines.get())
+        err = "".join(seen)
     finally:
         if proc.poll() is None:
             proc.kill()
