@@ -868,10 +868,10 @@ def gemm_int_tiles(xw, kp, M, wpk, pk_off, CO, acc_t):
 
 
 @njit(cache=True)
-def gemm_f32_tiles(xf, K, M, wpk, pk_off, CO, acc_t):
-    """float32 ``acc_t[NB, M, 16]`` = rows ``xf[M, K]`` x packed float32 weights."""
+def gemm_f32_tiles(xf, x_off, K, M, wpk, pk_off, CO, acc_t):
+    """float32 ``acc_t[NB, M, 16]`` = rows ``xf[x_off:][M, K]`` x packed float32 weights."""
     nblk = (CO + GEMM_NR - 1) // GEMM_NR
-    xa = xf.ctypes.data
+    xa = xf.ctypes.data + x_off * 4
     wa = wpk.ctypes.data + pk_off * 4
     oa = acc_t.ctypes.data
     for nb in range(nblk):
@@ -894,6 +894,35 @@ def gemm_f32_tiles(xf, K, M, wpk, pk_off, CO, acc_t):
             else:
                 _ft1(xr, K * 4, wb, K, ob)
             t0 += r
+
+
+@njit(cache=True, inline="always")
+def _is_pointwise(H, W, KH, KW, SH, SW, PT, PL, WO):
+    """1x1, stride 1, no padding: output pixel m reads input pixel m."""
+    return KH == 1 and KW == 1 and SH == 1 and SW == 1 and PT == 0 and PL == 0 and WO == W
+
+
+@intrinsic
+def _widen_sub_v(typingctx, src_addr, dst_addr, n16, zp):
+    """dst_i16[j] = int16(src_i8[j]) - zp for 16 * n16 elements (|result| <= 255)."""
+    sig = types.void(types.intp, types.intp, types.intp, types.int16)
+
+    def codegen(context, builder, signature, args):
+        sa, da, n, z = args
+        intp = sa.type
+        v16i8 = ir.VectorType(ir.IntType(8), 16)
+        v16i16 = ir.VectorType(ir.IntType(16), 16)
+        zv = _splat(builder, z, v16i16)
+        with cgutils.for_range(builder, n) as loop:
+            k = loop.index
+            x = builder.load(_ptr(builder, builder.add(sa, builder.mul(
+                k, ir.Constant(intp, 16))), v16i8), align=1)
+            y = builder.sub(builder.sext(x, v16i16), zv)
+            builder.store(y, _ptr(builder, builder.add(da, builder.mul(
+                k, ir.Constant(intp, 32))), v16i16), align=2)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(cache=True)
@@ -953,9 +982,12 @@ def conv_f32_gemm_rows(F, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, W
     """
     M = (r1 - r0) * WO
     K = KH * KW * C
-    im2col_rows(F, np.float32(0.0), in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0,
-                r1, xf, K)
-    gemm_f32_tiles(xf, K, M, wpk, pk_off, CO, acc_t)
+    if _is_pointwise(H, W, KH, KW, SH, SW, PT, PL, WO):  # rows are already [M, C]: no copy
+        gemm_f32_tiles(F, in_off + r0 * W * C, K, M, wpk, pk_off, CO, acc_t)
+    else:
+        im2col_rows(F, np.float32(0.0), in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO,
+                    r0, r1, xf, K)
+        gemm_f32_tiles(xf, 0, K, M, wpk, pk_off, CO, acc_t)
     uM = np.uint64(M)
     nblk = np.uint64((CO + GEMM_NR - 1) // GEMM_NR)
     for m in range(uM):
@@ -980,7 +1012,15 @@ def conv_int_gemm_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW
     M = (r1 - r0) * WO
     K = KH * KW * C
     kp = (K + 3) // 4 * 4
-    im2col_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1, xw, kp)
+    if _is_pointwise(H, W, KH, KW, SH, SW, PT, PL, WO) and kp == K and Q.itemsize == 1:
+        n16 = M * K // 16
+        _widen_sub_v(Q.ctypes.data + in_off + r0 * W * C, xw.ctypes.data, n16, np.int16(zp_in))
+        s0 = in_off + r0 * W * C
+        for k in range(n16 * 16, M * K):
+            xw[k] = Q[s0 + k] - zp_in
+    else:
+        im2col_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1, xw,
+                    kp)
     gemm_int_tiles(xw, kp, M, wpk, pk_off, CO, acc_t)
     mn = np.float32(np.inf)
     mx = np.float32(-np.inf)
