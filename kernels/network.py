@@ -44,8 +44,9 @@ Q_EXACT, Q_RUNNING, Q_STATIC = 0, 1, 2
 
 (LP_OP, LP_IN0, LP_IN1, LP_OUT, LP_H, LP_W, LP_C, LP_HO, LP_WO, LP_CO, LP_KH, LP_KW, LP_SH,
  LP_SW, LP_PT, LP_PL, LP_G, LP_DH, LP_DW, LP_WOFF, LP_COFF, LP_FIXED, LP_QAMIN,
- LP_QAMAX, LP_PKI, LP_PKF) = range(26)
-N_LP = 26  # LP_PKI / LP_PKF: offsets of the GEMM-packed int16 / fp32 weights (-1: none)
+ LP_QAMAX, LP_PKI, LP_PKF, LP_PKD) = range(27)
+N_LP = 27  # LP_PKI / LP_PKF / LP_PKD: GEMM-packed int8-as-int16 / fp32 / int16-as-float64
+# weight offsets (-1: none)
 
 # observer state columns per tensor
 OS_EMA_MIN, OS_EMA_MAX, OS_N, OS_WIN_MIN, OS_WIN_MAX, OS_SAT, OS_SEEN = range(7)
@@ -838,6 +839,57 @@ def _make_f32_tile(rows: int):
 
 _it1, _it2, _it3, _it4 = (_make_int_tile(1), _make_int_tile(2), _make_int_tile(3),
                           _make_int_tile(4))
+def _make_f64_tile(rows: int):
+    """``rows x 16`` float64 tile = sum over k of x[r, k] * w[k, 0:16] (exact integer sums:
+    int16 path operands, |x - zp| * |w| < 2**31, K < 2**22)."""
+
+    @intrinsic
+    def tile(typingctx, x_addr, x_stride, w_addr, k_count, out_addr):
+        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            xa, xs, wa, kc, oa = args
+            f64, i32 = ir.DoubleType(), ir.IntType(32)
+            intp = xa.type
+            v4d = ir.VectorType(f64, 4)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v4d, [v4d, v4d, v4d]), "llvm.fma.v4f64")
+            splat = ir.Constant(ir.VectorType(i32, 4), [0] * 4)
+            zero = ir.Constant(v4d, None)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)]
+                    for _ in range(rows)]
+            with cgutils.for_range(builder, kc) as loop:
+                k = loop.index
+                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 128)))
+                wv = [builder.load(builder.inttoptr(
+                    builder.add(w_base, ir.Constant(intp, 32 * j)), v4d.as_pointer()),
+                    align=8) for j in range(4)]
+                x_off = builder.mul(k, ir.Constant(intp, 8))
+                for r in range(rows):
+                    xaddr = builder.add(builder.add(xa, builder.mul(ir.Constant(intp, r), xs)),
+                                        x_off)
+                    sx = builder.load(builder.inttoptr(xaddr, f64.as_pointer()), align=8)
+                    sv = builder.insert_element(ir.Constant(v4d, None), sx, ir.Constant(i32, 0))
+                    xb = builder.shuffle_vector(sv, sv, splat)
+                    for j in range(4):
+                        acc = accs[r][j]
+                        builder.store(builder.call(fma, [xb, wv[j], builder.load(acc)]), acc)
+            for r in range(rows):
+                for j in range(4):
+                    p = builder.inttoptr(builder.add(oa, ir.Constant(intp, (r * 4 + j) * 32)),
+                                         v4d.as_pointer())
+                    builder.store(builder.load(accs[r][j]), p, align=8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+TILE_RD = 2  # rows per float64 tile: 8 accumulators + 4 weight registers
+_dt1, _dt2 = _make_f64_tile(1), _make_f64_tile(2)
+
+
 _ft1, _ft2, _ft3, _ft4, _ft5, _ft6 = (_make_f32_tile(r) for r in range(1, 7))
 
 
@@ -926,6 +978,27 @@ def _widen_sub_v(typingctx, src_addr, dst_addr, n16, zp):
 
 
 @njit(cache=True)
+def gemm_f64_tiles(xd, K, M, wpk, pk_off, CO, acc_t):
+    """float64 ``acc_t[NB, M, 16]`` = rows ``xd[M, K]`` x packed float64 weights."""
+    nblk = (CO + GEMM_NR - 1) // GEMM_NR
+    xa = xd.ctypes.data
+    wa = wpk.ctypes.data + pk_off * 8
+    oa = acc_t.ctypes.data
+    for nb in range(nblk):
+        wb = wa + nb * K * GEMM_NR * 8
+        t0 = 0
+        while t0 < M:
+            r = min(TILE_RD, M - t0)
+            xr = xa + t0 * K * 8
+            ob = oa + (nb * M + t0) * GEMM_NR * 8
+            if r == 2:
+                _dt2(xr, K * 8, wb, K, ob)
+            else:
+                _dt1(xr, K * 8, wb, K, ob)
+            t0 += r
+
+
+@njit(cache=True)
 def im2col_rows(X, zp, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1, xw, kp):
     """Rows [r0, r1) of the conv input as ``xw[M, kp]`` (x - zp; padding and k >= K are 0).
 
@@ -1006,13 +1079,18 @@ def conv_f32_gemm_rows(F, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, W
 def conv_int_gemm_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, WO,
                        wpk, pk_off, out_off, r0, r1, store_mode, mscale, bias_f, coff, amin,
                        amax, F, inv_s, zp_out, qmin, qmax, b_i32, mult, shift, rounding, xw,
-                       acc_t, mm):
-    """int8 G == 1 conv on rows [r0, r1) via im2col + vpmaddwd tiles; same stores and
-    return value as :func:`conv_int_rows` (integer accumulators are identical)."""
+                       acc_t, mm, wpk_d, pk_off_d, xd, acc_td):
+    """int8 / int16 G == 1 conv on rows [r0, r1) via im2col + GEMM tiles (int8: vpmaddwd;
+    int16: exact float64 FMA); same stores and return value as :func:`conv_int_rows`
+    (the integer sums are identical)."""
     M = (r1 - r0) * WO
     K = KH * KW * C
     kp = (K + 3) // 4 * 4
-    if _is_pointwise(H, W, KH, KW, SH, SW, PT, PL, WO) and kp == K and Q.itemsize == 1:
+    if Q.itemsize == 2:  # int16: exact integer sums in float64 FMA tiles
+        im2col_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1,
+                    xd, K)
+        gemm_f64_tiles(xd, K, M, wpk_d, pk_off_d, CO, acc_td)
+    elif _is_pointwise(H, W, KH, KW, SH, SW, PT, PL, WO) and kp == K:
         n16 = M * K // 16
         _widen_sub_v(Q.ctypes.data + in_off + r0 * W * C, xw.ctypes.data, n16, np.int16(zp_in))
         s0 = in_off + r0 * W * C
@@ -1021,7 +1099,21 @@ def conv_int_gemm_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW
     else:
         im2col_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1, xw,
                     kp)
+    if Q.itemsize == 2:
+        return _int_gemm_store(acc_td, M, CO, out_off, r0, WO, Q, store_mode, mscale, bias_f,
+                               coff, amin, amax, F, inv_s, zp_out, qmin, qmax, b_i32, mult,
+                               shift, rounding, mm)
     gemm_int_tiles(xw, kp, M, wpk, pk_off, CO, acc_t)
+    return _int_gemm_store(acc_t, M, CO, out_off, r0, WO, Q, store_mode, mscale, bias_f, coff,
+                           amin, amax, F, inv_s, zp_out, qmin, qmax, b_i32, mult, shift,
+                           rounding, mm)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _int_gemm_store(acc_t, M, CO, out_off, r0, WO, Q, store_mode, mscale, bias_f, coff, amin,
+                    amax, F, inv_s, zp_out, qmin, qmax, b_i32, mult, shift, rounding, mm):
+    """Stores of :func:`conv_int_gemm_rows` from ``acc_t[NB, M, 16]`` (int32 or exact
+    float64 integer sums)."""
     mn = np.float32(np.inf)
     mx = np.float32(-np.inf)
     sat = 0
@@ -1255,7 +1347,8 @@ def _shift_up(F, Q8, Q16, p, off, n, row):
 @njit(cache=True)
 def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost,
                 F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift,
-                acc_f, acc_i32, acc_i64, mscale, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf):
+                acc_f, acc_i32, acc_i64, mscale, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf,
+                wpk_d, xw_d, acc_td):
     tin = L[i, LP_IN0]
     tout = L[i, LP_OUT]
     H, W, C = L[i, LP_H], L[i, LP_W], L[i, LP_C]
@@ -1310,7 +1403,14 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
                                          DH, DW, CO, WO, wpk_i, L[i, LP_PKI], out_off, r0, r1,
                                          mode, mscale, b_f32, coff, amin, amax, F, inv_s,
                                          zp_out, qlo, qhi, b_i32, mult, shift, L[i, LP_FIXED],
-                                         xw_i, acc_ti, acc_tf)
+                                         xw_i, acc_ti, acc_tf, wpk_d, 0, xw_d, acc_td)
+        elif p == P_I16 and L[i, LP_PKD] >= 0:
+            a, b, s = conv_int_gemm_rows(Q16, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL,
+                                         DH, DW, CO, WO, wpk_i, 0, out_off, r0, r1,
+                                         mode, mscale, b_f32, coff, amin, amax, F, inv_s,
+                                         zp_out, qlo, qhi, b_i32, mult, shift, L[i, LP_FIXED],
+                                         xw_i, acc_ti, acc_tf, wpk_d, L[i, LP_PKD], xw_d,
+                                         acc_td)
         elif p == P_I8:
             a, b, s = conv_int_rows(Q8, zp_in, in_off, H, W, C, w_i8, woff, KH, KW, SH, SW, PT,
                                     PL, G, DH, DW, CO, WO, out_off, r0, r1, acc_i32, mode,
@@ -1348,7 +1448,7 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
 def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, qmode,
                 st_scale, st_zp, ost, alpha, qsc, qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16,
                 b_f32, ws8, ws16, b_i32, mult, shift, acc_f, acc_i32, acc_i64, mscale,
-                shift_rows, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf):
+                shift_rows, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf, wpk_d, xw_d, acc_td):
     """Run all layers once (one window, or one incremental step via ``rows``).
 
     ``x_f32`` (or ``x_q8`` when ``input_prec`` is int8, using tensor 0's static
@@ -1388,7 +1488,7 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
             _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_scale,
                         st_zp, ost, F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32,
                         mult, shift, acc_f, acc_i32, acc_i64, mscale, wpk_i, wpk_f, xw_i, xw_f,
-                        acc_ti, acc_tf)
+                        acc_ti, acc_tf, wpk_d, xw_d, acc_td)
         elif op == OP_AVGPOOL or op == OP_MAXPOOL:
             is_max = op == OP_MAXPOOL
             for k in range(2):

@@ -113,11 +113,12 @@ def _pack_gemm_int16(w_kn: np.ndarray) -> np.ndarray:
                                 ).reshape(-1)
 
 
-def _pack_gemm_f32(w_kn: np.ndarray) -> np.ndarray:
-    """fp32 weights ``[K, N]`` as ``[NB, K, 16]`` (zero padded channels)."""
+def _pack_gemm_f32(w_kn: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Weights ``[K, N]`` as float ``[NB, K, 16]`` (zero padded channels); float64 holds the
+    int16 path's integer weights exactly."""
     k_size, n_out = w_kn.shape
     nb = -(-n_out // net.GEMM_NR)
-    padded = np.zeros((nb * net.GEMM_NR, k_size), np.float32)
+    padded = np.zeros((nb * net.GEMM_NR, k_size), dtype)
     padded[:n_out] = w_kn.T
     return np.ascontiguousarray(padded.reshape(nb, net.GEMM_NR, k_size).transpose(0, 2, 1)
                                 ).reshape(-1)
@@ -222,8 +223,8 @@ class Plan:
         L = np.zeros((n_l, net.N_LP), np.int64)
         LF = np.zeros((n_l, 2), np.float64)
         w_f, w_8, w_16, b_f, s8, s16, b32, mul, sh = [], [], [], [], [], [], [], [], []
-        pk_i, pk_f = [], []
-        woff = coff = pki_off = pkf_off = 0
+        pk_i, pk_f, pk_d = [], [], []
+        woff = coff = pki_off = pkf_off = pkd_off = 0
         xw_i = xw_f = 1
         acc_t = 16  # also the int store's min/max scratch
         for i, layer in enumerate(layers):
@@ -242,7 +243,7 @@ class Plan:
             L[i, net.LP_G] = layer.groups
             L[i, [net.LP_DH, net.LP_DW]] = layer.dilation
             LF[i] = (layer.act_min, layer.act_max)
-            L[i, net.LP_PKI] = L[i, net.LP_PKF] = -1
+            L[i, net.LP_PKI] = L[i, net.LP_PKF] = L[i, net.LP_PKD] = -1
             if layer.kind != CONV:
                 continue
             wt = layer.weights.astype(np.float32)
@@ -292,11 +293,14 @@ class Plan:
                 m_size = ho * wo
                 a = _pack_gemm_int16(q8.reshape(k_size, co))
                 b = _pack_gemm_f32(wt.reshape(k_size, co))
-                L[i, net.LP_PKI], L[i, net.LP_PKF] = pki_off, pkf_off
+                d = _pack_gemm_f32(q16.reshape(k_size, co), np.float64)
+                L[i, net.LP_PKI], L[i, net.LP_PKF], L[i, net.LP_PKD] = pki_off, pkf_off, pkd_off
                 pk_i.append(a)
                 pk_f.append(b)
+                pk_d.append(d)
                 pki_off += a.size
                 pkf_off += b.size
+                pkd_off += d.size
                 xw_i = max(xw_i, m_size * ((k_size + 3) // 4 * 4))
                 xw_f = max(xw_f, m_size * k_size)
                 acc_t = max(acc_t, m_size * -(-co // net.GEMM_NR) * net.GEMM_NR)
@@ -313,6 +317,9 @@ class Plan:
         self.xw_f = np.zeros(xw_f, np.float32)
         self.acc_ti = np.zeros(acc_t, np.int32)
         self.acc_tf = np.zeros(acc_t, np.float32)
+        self.wpk_d = cat(pk_d, np.float64)
+        self.xw_d = np.zeros(xw_f, np.float64)
+        self.acc_td = np.zeros(acc_t, np.float64)
         self.w_f32, self.w_i8, self.w_i16 = cat(w_f, np.float32), cat(w_8, np.int8), cat(
             w_16, np.int16)
         self.b_f32, self.ws8, self.ws16 = cat(b_f, np.float32), cat(s8, np.float64), cat(
@@ -370,7 +377,8 @@ class Plan:
                         self.w_i8, self.w_i16, self.b_f32, self.ws8, self.ws16, self.b_i32,
                         self.mult, self.shift, self.acc_f, self.acc_i32, self.acc_i64,
                         self.mscale, self.no_shift if shift_rows is None else shift_rows,
-                        self.wpk_i, self.wpk_f, self.xw_i, self.xw_f, self.acc_ti, self.acc_tf)
+                        self.wpk_i, self.wpk_f, self.xw_i, self.xw_f, self.acc_ti, self.acc_tf,
+                        self.wpk_d, self.xw_d, self.acc_td)
         return self.out
 
     def tensors_fp32(self, x: np.ndarray) -> list[np.ndarray]:
@@ -414,11 +422,11 @@ class Plan:
                          "weight_bytes": int(wb)})
         packed = sum(a.nbytes for a in (self.w_f32, self.w_i8, self.w_i16, self.b_f32, self.ws8,
                                         self.ws16, self.b_i32, self.mult, self.shift,
-                                        self.wpk_i, self.wpk_f))
+                                        self.wpk_i, self.wpk_f, self.wpk_d))
         state = sum(a.nbytes for a in (self.L, self.LF, self.st_scale, self.st_zp, self.ost,
                                        self.qsc, self.qzp, self.acc_f, self.acc_i32,
                                        self.acc_i64, self.mscale, self.xw_i, self.xw_f,
-                                       self.acc_ti, self.acc_tf))
+                                       self.acc_ti, self.acc_tf, self.xw_d, self.acc_td))
         return {
             "layers": rows,
             "total_macs": int(sum(r["macs"] for r in rows)),
