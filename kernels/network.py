@@ -383,6 +383,54 @@ _dwi1, _dwi2, _dwi4, _dwi8 = (_make_dw_pixel(True, n) for n in (1, 2, 4, 8))
 _dwf1, _dwf2, _dwf4, _dwf8 = (_make_dw_pixel(False, n) for n in (1, 2, 4, 8))
 
 
+def _make_dw_pixel16(nvec: int):
+    """int16 depthwise pixel, ``4 * nvec`` channels: exact sums of (x - zp) * w in float64
+    FMA lanes (|term| < 2**31), written to int64 accumulators."""
+
+    @intrinsic
+    def dw_pixel(typingctx, x_addr, x_row, x_col, w_addr, w_row, w_col, nky, nkx, zp,
+                 acc_addr):
+        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp,
+                         types.intp, types.intp, types.intp, types.int32, types.intp)
+
+        def codegen(context, builder, signature, args):
+            xa, xr, xc, wa, wr, wc, ny, nx, z, aa = args
+            intp = xa.type
+            ev = ir.VectorType(ir.IntType(16), 4)
+            av = ir.VectorType(ir.DoubleType(), 4)
+            zv = _splat(builder, builder.sitofp(z, ir.DoubleType()), av)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(av, [av, av, av]), "llvm.fma.v4f64")
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(av, None))
+                    for _ in range(nvec)]
+            with cgutils.for_range(builder, ny) as yl:
+                xy = builder.add(xa, builder.mul(yl.index, xr))
+                wy = builder.add(wa, builder.mul(yl.index, wr))
+                with cgutils.for_range(builder, nx) as xl:
+                    xp = builder.add(xy, builder.mul(xl.index, xc))
+                    wp = builder.add(wy, builder.mul(xl.index, wc))
+                    for v in range(nvec):
+                        o = ir.Constant(intp, v * 8)
+                        x = builder.load(_ptr(builder, builder.add(xp, o), ev), align=2)
+                        w = builder.load(_ptr(builder, builder.add(wp, o), ev), align=2)
+                        x = builder.fsub(builder.sitofp(x, av), zv)
+                        w = builder.sitofp(w, av)
+                        builder.store(builder.call(fma, [x, w, builder.load(accs[v])]),
+                                      accs[v])
+            i64v = ir.VectorType(ir.IntType(64), 4)
+            for v in range(nvec):
+                ap = _ptr(builder, builder.add(aa, ir.Constant(intp, 32 * v)), i64v)
+                builder.store(builder.fptosi(builder.load(accs[v]), i64v), ap, align=8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dw_pixel
+
+
+_dws1, _dws8 = _make_dw_pixel16(1), _make_dw_pixel16(8)
+
+
 @njit(cache=True, inline="always")
 def _dw_pixel(is_int, x_addr, x_row, x_col, esz, w_addr, w_row, w_col, wsz, nky, nkx, zp,
               acc_addr, n_ch):
@@ -621,6 +669,26 @@ def conv_int_accumulate(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, 
         wb = woff + (ky0 * KW + kx0) * CO
         _dw_pixel(True, Q.ctypes.data + xb, DH * W * C, DW * C, 1, w.ctypes.data + wb,
                   KW * CO, CO, 1, ky1 - ky0, kx1 - kx0, zp32, acc.ctypes.data, CO)
+        return
+    if (cin_g == 1 and cout_g == 1 and CO % 4 == 0 and Q.itemsize == 2
+            and acc.itemsize == 8):
+        y0, x0, ky0, ky1, kx0, kx1 = _dw_rect(oh, ow, H, W, KH, KW, SH, SW, PT, PL, DH, DW)
+        xb = in_off + ((y0 + ky0 * DH) * W + x0 + kx0 * DW) * C
+        wb = woff + (ky0 * KW + kx0) * CO
+        ny = ky1 - ky0
+        nx = kx1 - kx0
+        c = 0
+        while c < CO:
+            xa = Q.ctypes.data + (xb + c) * 2
+            wa = w.ctypes.data + (wb + c) * 2
+            if CO - c >= 32:
+                _dws8(xa, DH * W * C * 2, DW * C * 2, wa, KW * CO * 2, CO * 2, ny, nx, zp32,
+                      acc.ctypes.data + c * 8)
+                c += 32
+            else:
+                _dws1(xa, DH * W * C * 2, DW * C * 2, wa, KW * CO * 2, CO * 2, ny, nx, zp32,
+                      acc.ctypes.data + c * 8)
+                c += 4
         return
     for c in range(np.uint64(CO)):
         acc[c] = 0
