@@ -1524,6 +1524,9 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
     Running-mode EMAs are updated at the end from the ranges seen in this call.
     ``shift_rows[i] == 1`` (incremental mode) moves layer i's cached output up
     by one row before ``rows`` recomputes only the rows that changed.
+    ``wpk_i`` / ``wpk_f`` / ``wpk_d`` are the GEMM-packed weights of G == 1 convs (int8 as
+    int16, fp32, int16 as float64; offsets in ``L[:, LP_PKI/LP_PKF/LP_PKD]``), ``xw_*`` the
+    im2col scratch and ``acc_t*`` the tile outputs (``acc_tf`` also the int stores' min/max).
     """
     n_layers = L.shape[0]
     n_t = t_off.shape[0]
