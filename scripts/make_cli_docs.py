@@ -23,9 +23,10 @@ from voxquant.paths import shared_data_dir  # noqa: E402
 
 
 def sh(args: list[str], *, max_lines: int = 25) -> tuple[str, int]:
-    proc = subprocess.run([sys.executable, "-m", "voxquant.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, "COLUMNS": "100"})
-    text = (proc.stdout + proc.stderr).rstrip().splitlines()
+    proc = subprocess.run([sys.executable, "-m", "voxquant.cli", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True,  # in the order printed
+                          env={**os.environ, "COLUMNS": "100", "PYTHONUNBUFFERED": "1"})
+    text = proc.stdout.rstrip().splitlines()
     if len(text) > max_lines:
         text = text[: max_lines - 3] + ["[...]"] + text[-2:]
     return "\n".join(text), proc.returncode
