@@ -101,7 +101,7 @@ def main() -> int:
                  "figure.\n")
 
     parts.append("## `voxquant bench`\n")
-    out, _ = sh(["bench", "--rounds", "5"], max_lines=40)
+    out, _ = sh(["bench", "--rounds", "5"], max_lines=80)
     parts.append(block("voxquant bench --rounds 5", out))
 
     parts.append("## `voxquant train`\n")

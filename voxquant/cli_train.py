@@ -30,4 +30,5 @@ def run(args: argparse.Namespace) -> int:
         if exc.name == "torch":
             raise ConfigError("training needs PyTorch: pip install 'voxquant[train]'") from None
         raise
-    return int(main(args.train_args) or 0)
+    rest = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    return int(main(rest) or 0)
