@@ -64,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:  # every option, --help included, belongs to the trainer
-
         argv = argv[:1] + ["--"] + argv[1:]
     parser = build_parser()
     args = parser.parse_args(argv)
