@@ -859,8 +859,17 @@ def _make_int_tile(rows: int):
     return tile
 
 
-def _make_f32_tile(rows: int):
-    """``rows x 16`` float32 tile = sum over k of x[r, k] * w[k, 0:16] (FMA, k in order)."""
+def _make_float_tile(rows: int, double: bool):
+    """``rows x 16`` float tile = sum over k of x[r, k] * w[k, 0:16] (FMA, k in order).
+
+    float32 (``double=False``): two 8-lane vectors per row. float64 (``double=True``,
+    the int16 path): four 4-lane vectors per row; its sums are exact integers because
+    the int16 operands give |x - zp| * |w| < 2**31 and K < 2**22.
+    """
+    width = 8 if double else 4  # bytes per element
+    lanes = 32 // width  # one 256-bit register
+    n_vec = 16 // lanes
+    name = "llvm.fma.v4f64" if double else "llvm.fma.v8f32"
 
     @intrinsic
     def tile(typingctx, x_addr, x_stride, w_addr, k_count, out_addr):
@@ -868,36 +877,37 @@ def _make_f32_tile(rows: int):
 
         def codegen(context, builder, signature, args):
             xa, xs, wa, kc, oa = args
-            f32, i32 = ir.FloatType(), ir.IntType(32)
+            fty, i32 = (ir.DoubleType() if double else ir.FloatType()), ir.IntType(32)
             intp = xa.type
-            v8f = ir.VectorType(f32, 8)
+            vty = ir.VectorType(fty, lanes)
             fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
-            splat = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
-            zero = ir.Constant(v8f, None)
-            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
+                builder.module, ir.FunctionType(vty, [vty, vty, vty]), name)
+            splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+            zero = ir.Constant(vty, None)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(n_vec)]
                     for _ in range(rows)]
             with cgutils.for_range(builder, kc) as loop:
                 k = loop.index
-                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 64)))
+                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 16 * width)))
                 wv = [builder.load(builder.inttoptr(
-                    builder.add(w_base, ir.Constant(intp, 32 * j)), v8f.as_pointer()),
-                    align=4) for j in range(2)]
-                x_off = builder.mul(k, ir.Constant(intp, 4))
+                    builder.add(w_base, ir.Constant(intp, 32 * j)), vty.as_pointer()),
+                    align=width) for j in range(n_vec)]
+                x_off = builder.mul(k, ir.Constant(intp, width))
                 for r in range(rows):
                     xaddr = builder.add(builder.add(xa, builder.mul(ir.Constant(intp, r), xs)),
                                         x_off)
-                    s = builder.load(builder.inttoptr(xaddr, f32.as_pointer()), align=4)
-                    sv = builder.insert_element(ir.Constant(v8f, None), s, ir.Constant(i32, 0))
+                    sx = builder.load(builder.inttoptr(xaddr, fty.as_pointer()), align=width)
+                    sv = builder.insert_element(ir.Constant(vty, None), sx, ir.Constant(i32, 0))
                     xb = builder.shuffle_vector(sv, sv, splat)
-                    for j in range(2):
+                    for j in range(n_vec):
                         acc = accs[r][j]
                         builder.store(builder.call(fma, [xb, wv[j], builder.load(acc)]), acc)
             for r in range(rows):
-                for j in range(2):
-                    p = builder.inttoptr(builder.add(oa, ir.Constant(intp, (r * 2 + j) * 32)),
-                                         v8f.as_pointer())
-                    builder.store(builder.load(accs[r][j]), p, align=4)
+                for j in range(n_vec):
+                    p = builder.inttoptr(
+                        builder.add(oa, ir.Constant(intp, (r * n_vec + j) * 32)),
+                        vty.as_pointer())
+                    builder.store(builder.load(accs[r][j]), p, align=width)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -907,58 +917,11 @@ def _make_f32_tile(rows: int):
 
 _it1, _it2, _it3, _it4 = (_make_int_tile(1), _make_int_tile(2), _make_int_tile(3),
                           _make_int_tile(4))
-def _make_f64_tile(rows: int):
-    """``rows x 16`` float64 tile = sum over k of x[r, k] * w[k, 0:16] (exact integer sums:
-    int16 path operands, |x - zp| * |w| < 2**31, K < 2**22)."""
-
-    @intrinsic
-    def tile(typingctx, x_addr, x_stride, w_addr, k_count, out_addr):
-        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
-
-        def codegen(context, builder, signature, args):
-            xa, xs, wa, kc, oa = args
-            f64, i32 = ir.DoubleType(), ir.IntType(32)
-            intp = xa.type
-            v4d = ir.VectorType(f64, 4)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v4d, [v4d, v4d, v4d]), "llvm.fma.v4f64")
-            splat = ir.Constant(ir.VectorType(i32, 4), [0] * 4)
-            zero = ir.Constant(v4d, None)
-            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)]
-                    for _ in range(rows)]
-            with cgutils.for_range(builder, kc) as loop:
-                k = loop.index
-                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 128)))
-                wv = [builder.load(builder.inttoptr(
-                    builder.add(w_base, ir.Constant(intp, 32 * j)), v4d.as_pointer()),
-                    align=8) for j in range(4)]
-                x_off = builder.mul(k, ir.Constant(intp, 8))
-                for r in range(rows):
-                    xaddr = builder.add(builder.add(xa, builder.mul(ir.Constant(intp, r), xs)),
-                                        x_off)
-                    sx = builder.load(builder.inttoptr(xaddr, f64.as_pointer()), align=8)
-                    sv = builder.insert_element(ir.Constant(v4d, None), sx, ir.Constant(i32, 0))
-                    xb = builder.shuffle_vector(sv, sv, splat)
-                    for j in range(4):
-                        acc = accs[r][j]
-                        builder.store(builder.call(fma, [xb, wv[j], builder.load(acc)]), acc)
-            for r in range(rows):
-                for j in range(4):
-                    p = builder.inttoptr(builder.add(oa, ir.Constant(intp, (r * 4 + j) * 32)),
-                                         v4d.as_pointer())
-                    builder.store(builder.load(accs[r][j]), p, align=8)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return tile
-
-
 TILE_RD = 2  # rows per float64 tile: 8 accumulators + 4 weight registers
-_dt1, _dt2 = _make_f64_tile(1), _make_f64_tile(2)
+_dt1, _dt2 = _make_float_tile(1, True), _make_float_tile(2, True)
 
 
-_ft1, _ft2, _ft3, _ft4, _ft5, _ft6 = (_make_f32_tile(r) for r in range(1, 7))
+_ft1, _ft2, _ft3, _ft4, _ft5, _ft6 = (_make_float_tile(r, False) for r in range(1, 7))
 
 
 @njit(cache=True)
