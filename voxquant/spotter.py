@@ -249,7 +249,11 @@ class KeywordSpotter:
         or compiles it (tens of seconds on a cold cache); doing that before a live source
         opens means no audio is dropped while it happens.
         """
-        window = np.zeros((self.card.window_frames, self.card.frontend.n_features), np.float32)
+        fe = self.card.frontend
+        StreamingFrontEnd(fe).push_into(np.zeros(fe.window_samples, np.float32),
+                                        self._feat_buf, self._energy_buf)
+        NoiseTracker(hop_s=self.hop_s).update(-60.0)
+        window = np.zeros((self.card.window_frames, fe.n_features), np.float32)
         for level in self._runner.levels:
             if self.incremental:
                 self._runner.prime(window, level)
