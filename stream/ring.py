@@ -9,22 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["SampleBuffer", "FrameRing", "to_float32_audio"]
-
-
-def to_float32_audio(chunk: np.ndarray) -> np.ndarray:
-    """View or convert audio samples to float32 in [-1, 1].
-
-    int16 is divided by 32768 and int32 by 2**31; float input is cast.
-    """
-    chunk = np.asarray(chunk)
-    if chunk.dtype == np.float32:
-        return chunk
-    if chunk.dtype == np.int16:
-        return chunk.astype(np.float32) * np.float32(1.0 / 32768.0)
-    if chunk.dtype == np.int32:
-        return (chunk.astype(np.float64) * (1.0 / 2147483648.0)).astype(np.float32)
-    return chunk.astype(np.float32)
+__all__ = ["SampleBuffer", "FrameRing"]
 
 
 @njit(cache=True, nogil=True)

@@ -104,16 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _finish(spotter, args, interrupted: bool) -> None:
     st = spotter.stats
-    summary = {
-        "audio_seconds": round(st.audio_seconds, 3),
-        "cpu_seconds": round(st.cpu_seconds, 4),
-        "precision_time": {k: round(v, 3) for k, v in st.precision_time.items()},
-        "gated_fraction": round(st.gated_fraction, 4),
-        "overruns": st.overruns,
-        "windows_run": st.windows_run,
-        "windows_gated": st.windows_gated,
-        "interrupted": interrupted,
-    }
+    summary = {**st.to_dict(), "interrupted": interrupted}
     if args.trace:
         with open(args.trace, "w") as fh:
             for row in spotter.trace:
