@@ -27,7 +27,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .im2col import check_conv_shape, im2col
+from .im2col import im2col_rows
 from .requant import store_row
 
 PATH_NAME = "avx2"
@@ -228,17 +228,7 @@ def conv2d_q(x, x_zp, wp, w_sum, bias, kh, kw, stride_h, stride_w, pad_top, pad_
              pad_left, pad_right, col, rq_mode, rq_scale, rq_mult, rq_shift, y_zp, qmin, qmax,
              y, h_out_start, h_out_stop, work):
     """General 2-D convolution via im2col + GEMM, NHWC, rows ``h_out_start..h_out_stop``."""
-    h_in, w_in, c_in = x.shape
-    ho, wo, c_out = y.shape
-    check_conv_shape(h_in, w_in, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left,
-                     pad_right, ho, wo, h_out_start, h_out_stop)
-    k_size = kh * kw * c_in
-    rows = (h_out_stop - h_out_start) * wo
-    if col.shape[0] < rows * k_size:
-        raise ValueError("col buffer too small")
-    col2 = col[: rows * k_size].reshape((rows, k_size))
-    im2col(x, x_zp, kh, kw, stride_h, stride_w, pad_top, pad_left, wo, h_out_start, h_out_stop,
-           col2)
-    y2 = y.reshape((ho * wo, c_out))
+    col2, y2 = im2col_rows(x, x_zp, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                           pad_right, col, y, h_out_start, h_out_stop)
     return _gemm_rows(col2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
-                      qmin, qmax, y2, 0, rows, h_out_start * wo, work)
+                      qmin, qmax, y2, 0, col2.shape[0], h_out_start * y.shape[1], work)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .im2col import check_conv_shape, im2col
+from .im2col import check_conv_shape, im2col_rows, window_sum
 
 
 def pack_gemm_weights_f32(w_nk: np.ndarray) -> np.ndarray:
@@ -67,18 +67,9 @@ def pointwise_conv_f32(x, wp, bias, lo, hi, y, h_out_start, h_out_stop):
 def conv2d_f32(x, wp, bias, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
                col, lo, hi, y, h_out_start, h_out_stop):
     """General 2-D conv via im2col into ``col`` (float32 1-D), zero padding, NHWC."""
-    h_in, w_in, c_in = x.shape
-    ho, wo, c_out = y.shape
-    check_conv_shape(h_in, w_in, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left,
-                     pad_right, ho, wo, h_out_start, h_out_stop)
-    k_size = kh * kw * c_in
-    rows = (h_out_stop - h_out_start) * wo
-    if col.shape[0] < rows * k_size:
-        raise ValueError("col buffer too small")
-    col2 = col[: rows * k_size].reshape((rows, k_size))
-    im2col(x, 0.0, kh, kw, stride_h, stride_w, pad_top, pad_left, wo, h_out_start, h_out_stop,
-           col2)
-    y2 = y.reshape((ho * wo, c_out))
+    col2, y2 = im2col_rows(x, 0.0, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                           pad_right, col, y, h_out_start, h_out_stop)
+    wo = y.shape[1]
     return _gemm_rows_f32(col2, wp, bias, np.float32(lo), np.float32(hi),
                           y2[h_out_start * wo:h_out_stop * wo])
 
@@ -130,20 +121,7 @@ def avg_pool_f32(x, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left, p
     acc = work[:c]
     for oh in range(h_out_start, h_out_stop):
         for ow in range(wo):
-            for ci in range(c):
-                acc[ci] = 0.0
-            count = 0
-            for i in range(kh):
-                hi_ = oh * stride_h - pad_top + i
-                if hi_ < 0 or hi_ >= h_in:
-                    continue
-                for j in range(kw):
-                    wi = ow * stride_w - pad_left + j
-                    if wi < 0 or wi >= w_in:
-                        continue
-                    count += 1
-                    for ci in range(c):
-                        acc[ci] += x[hi_, wi, ci]
+            count = window_sum(x, oh, ow, kh, kw, stride_h, stride_w, pad_top, pad_left, acc)
             inv = np.float32(1.0) / np.float32(count)
             for ci in range(c):
                 y[oh, ow, ci] = acc[ci] * inv

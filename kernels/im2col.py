@@ -50,3 +50,48 @@ def check_conv_shape(h_in, w_in, kh, kw, stride_h, stride_w, pad_top, pad_bottom
     if h_out_start < 0 or h_out_stop > ho or h_out_start > h_out_stop:
         raise ValueError("bad output row range")
     return np.int64(0)
+
+
+@njit(cache=True)
+def im2col_rows(x, x_zp, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
+                col, y, h_out_start, h_out_stop):
+    """Shared prelude of the im2col convolutions (int8 paths and fp32).
+
+    Checks the shapes, fills ``col`` with the patches of output rows
+    ``h_out_start..h_out_stop`` and returns ``(col2 [rows, K], y2 [HO*WO, CO])``;
+    the caller's GEMM writes rows ``h_out_start * WO`` onwards of ``y2``.
+    """
+    h_in, w_in, c_in = x.shape
+    ho, wo, c_out = y.shape
+    check_conv_shape(h_in, w_in, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                     pad_right, ho, wo, h_out_start, h_out_stop)
+    k_size = kh * kw * c_in
+    rows = (h_out_stop - h_out_start) * wo
+    if col.shape[0] < rows * k_size:
+        raise ValueError("col buffer too small")
+    col2 = col[: rows * k_size].reshape((rows, k_size))
+    im2col(x, x_zp, kh, kw, stride_h, stride_w, pad_top, pad_left, wo, h_out_start, h_out_stop,
+           col2)
+    return col2, y.reshape((ho * wo, c_out))
+
+
+@njit(cache=True)
+def window_sum(x, oh, ow, kh, kw, stride_h, stride_w, pad_top, pad_left, acc):
+    """``acc[c]`` = sum of the pooling window of output pixel (oh, ow) over the taps inside
+    the image (padding excluded); returns how many taps that is. Shared by the pools."""
+    h_in, w_in, c = x.shape
+    for ci in range(c):
+        acc[ci] = 0
+    count = 0
+    for i in range(kh):
+        hi = oh * stride_h - pad_top + i
+        if hi < 0 or hi >= h_in:
+            continue
+        for j in range(kw):
+            wi = ow * stride_w - pad_left + j
+            if wi < 0 or wi >= w_in:
+                continue
+            count += 1
+            for ci in range(c):
+                acc[ci] += x[hi, wi, ci]
+    return count

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .im2col import check_conv_shape
+from .im2col import check_conv_shape, window_sum
 from .requant import requant_one
 
 
@@ -84,20 +84,7 @@ def avg_pool_q(x, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad
     vmax = -np.inf
     for oh in range(h_out_start, h_out_stop):
         for ow in range(wo):
-            for ci in range(c):
-                acc[ci] = 0
-            count = 0
-            for i in range(kh):
-                hi = oh * stride_h - pad_top + i
-                if hi < 0 or hi >= h_in:
-                    continue
-                for j in range(kw):
-                    wi = ow * stride_w - pad_left + j
-                    if wi < 0 or wi >= w_in:
-                        continue
-                    count += 1
-                    for ci in range(c):
-                        acc[ci] += np.int32(x[hi, wi, ci])
+            count = window_sum(x, oh, ow, kh, kw, stride_h, stride_w, pad_top, pad_left, acc)
             count = max(count, 1)  # a window wholly in the padding gives 0
             half = count // 2
             for ci in range(c):
