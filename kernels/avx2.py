@@ -27,7 +27,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .im2col import im2col_rows
+from .im2col import im2col_rows, pixel_rows
 from .requant import store_row
 
 PATH_NAME = "avx2"
@@ -214,11 +214,7 @@ def fully_connected_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_s
 def pointwise_conv_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
                      qmin, qmax, y, h_out_start, h_out_stop, work):
     """1x1 convolution, stride 1, no padding, NHWC, output rows ``h_out_start..h_out_stop``."""
-    h, w_size, c_in = x.shape
-    x2 = x.reshape((h * w_size, c_in))
-    y2 = y.reshape((h * w_size, y.shape[2]))
-    a = h_out_start * w_size
-    b = h_out_stop * w_size
+    x2, y2, a, b = pixel_rows(x, y, h_out_start, h_out_stop)
     return _gemm_rows(x2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
                       qmin, qmax, y2, a, b, a, work)
 

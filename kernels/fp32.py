@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .im2col import check_conv_shape, im2col_rows, window_sum
+from .im2col import check_conv_shape, im2col_rows, pixel_rows, window_sum
 
 
 def pack_gemm_weights_f32(w_nk: np.ndarray) -> np.ndarray:
@@ -55,11 +55,7 @@ def fully_connected_f32(x, wp, bias, lo, hi, y):
 @njit(cache=True)
 def pointwise_conv_f32(x, wp, bias, lo, hi, y, h_out_start, h_out_stop):
     """1x1 conv, stride 1, NHWC, output rows ``h_out_start..h_out_stop``."""
-    h, w_size, c_in = x.shape
-    x2 = x.reshape((h * w_size, c_in))
-    y2 = y.reshape((h * w_size, y.shape[2]))
-    a = h_out_start * w_size
-    b = h_out_stop * w_size
+    x2, y2, a, b = pixel_rows(x, y, h_out_start, h_out_stop)
     return _gemm_rows_f32(x2[a:b], wp, bias, np.float32(lo), np.float32(hi), y2[a:b])
 
 

@@ -95,3 +95,13 @@ def window_sum(x, oh, ow, kh, kw, stride_h, stride_w, pad_top, pad_left, acc):
             for ci in range(c):
                 acc[ci] += x[hi, wi, ci]
     return count
+
+
+@njit(cache=True)
+def pixel_rows(x, y, h_out_start, h_out_stop):
+    """Shared prelude of the 1x1 convolutions: NHWC ``x``/``y`` as [pixels, channels] and
+    the pixel range ``a..b`` of output rows ``h_out_start..h_out_stop``."""
+    h, w_size, c_in = x.shape
+    x2 = x.reshape((h * w_size, c_in))
+    y2 = y.reshape((h * w_size, y.shape[2]))
+    return x2, y2, h_out_start * w_size, h_out_stop * w_size

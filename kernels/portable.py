@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .im2col import im2col_rows
+from .im2col import im2col_rows, pixel_rows
 from .requant import store_row
 
 PATH_NAME = "portable"
@@ -86,12 +86,7 @@ def pointwise_conv_q(x, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_sh
                      qmin, qmax, y, h_out_start, h_out_stop, work):
     """1x1 convolution, stride 1, no padding, NHWC ``x[H, W, Cin]`` -> ``y[H, W, Cout]``,
     output rows ``h_out_start <= h < h_out_stop``."""
-    h, w_size, c_in = x.shape
-    c_out = y.shape[2]
-    x2 = x.reshape((h * w_size, c_in))
-    y2 = y.reshape((h * w_size, c_out))
-    a = h_out_start * w_size
-    b = h_out_stop * w_size
+    x2, y2, a, b = pixel_rows(x, y, h_out_start, h_out_stop)
     return _gemm_rows(x2, x_zp, wp, w_sum, bias, rq_mode, rq_scale, rq_mult, rq_shift, y_zp,
                       qmin, qmax, y2, a, b, a, work)
 
