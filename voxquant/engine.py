@@ -7,18 +7,17 @@ per-layer precision at run time (``set_precision``) without reloading.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from voxquant.errors import ConfigError
 from voxquant.kernels import network as net
+from voxquant.models.cards import SHIPPED_DIR, resolve_model
 from voxquant.models.graph import AVGPOOL, CONV, MAXPOOL, SOFTMAX, Graph
 from voxquant.models.plan import PRECISIONS, Plan, PrecisionPlan
 from voxquant.stream.quantizer import calibrate as _calibrate
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models" / "shipped"
 SHIPPED_NAMES = ("kws12", "digits")
 MLPERF_NAMES = {"mlperf-kws": "kws_ref_model_float32.onnx",
                 "mlperf-kws-int8": "kws_ref_model.tflite"}
@@ -27,7 +26,7 @@ MLPERF_NAMES = {"mlperf-kws": "kws_ref_model_float32.onnx",
 def _resolve(path_or_name: str | Path) -> Path:
     s = str(path_or_name)
     if s in SHIPPED_NAMES:
-        p = SHIPPED_DIR / f"{s}.onnx"
+        p = SHIPPED_DIR / f"{s}.onnx"  # inside the installed package
         if not p.is_file():
             raise ConfigError(f"shipped model {s!r} is not available (expected {p})")
         return p
@@ -318,15 +317,13 @@ class IncrementalRunner:
 
 
 def _labels_for(path: Path) -> tuple[str, ...] | None:
-    card = path.with_suffix(".json")
-    if card.is_file():
-        try:
-            data = json.loads(card.read_text())
-            labels = data.get("labels") or data.get("classes")
-            return tuple(labels) if labels else None
-        except (OSError, ValueError):
-            return None
-    return None
+    """Class labels from the model card beside the file, if there is a readable one."""
+    if not path.with_suffix(".json").is_file():
+        return None
+    try:
+        return resolve_model(path).labels
+    except ConfigError:
+        return None
 
 
 def load(path_or_name: str | Path, weight_scheme: str = "uniform") -> Model:
