@@ -162,9 +162,14 @@ class Plan:
     reuse_arena : bool
         Share arena memory between tensors whose lives do not overlap. Off for
         incremental mode and calibration, where every tensor must persist.
+    ring_tensors : sequence of int
+        Incremental mode: tensors kept as row rings (twice their rows in the
+        arena; see ``kernels.network._advance_rings``) so a step slides them by
+        one row without copying. Needs ``reuse_arena=False``.
     """
 
-    def __init__(self, graph: Graph, weight_scheme: str = "uniform", reuse_arena: bool = True):
+    def __init__(self, graph: Graph, weight_scheme: str = "uniform", reuse_arena: bool = True,
+                 ring_tensors: tuple[int, ...] = ()):
         if weight_scheme not in ("uniform", "pow2"):
             raise ConfigError(f"unknown weight scheme {weight_scheme!r}")
         self.graph = graph
@@ -185,7 +190,16 @@ class Plan:
         last[layers[-1].output] = n_l
         self.t_size = np.array(sizes, np.int64)
         self._first, self._last = first, last
-        self.t_off, self.arena_elems = _offsets(sizes, first, last, reuse_arena)
+        if ring_tensors and reuse_arena:
+            raise ConfigError("ring tensors need reuse_arena=False")
+        alloc = [2 * n if t in ring_tensors else n for t, n in enumerate(sizes)]
+        self.t_off, self.arena_elems = _offsets(alloc, first, last, reuse_arena)
+        self.ring = np.zeros((n_t, net.N_RING), np.int64)
+        for t in ring_tensors:
+            h = graph.input_shape[0] if t == 0 else next(
+                layer.out_shape[0] for layer in layers if layer.output == t)
+            self.ring[t, net.RING_BASE] = self.t_off[t]
+            self.ring[t, net.RING_ROWS] = h
         self.arena = np.zeros(self.arena_elems * 7 + 64, np.uint8)
         self.F, self.Q16, self.Q8 = self._views(self.arena, self.arena_elems)
         self._pack(layers)
@@ -203,11 +217,12 @@ class Plan:
         self.acc_i32 = np.zeros(4 * cmax, np.int32)
         self.acc_i64 = np.zeros(4 * cmax, np.int64)
         self.mscale = np.zeros(cmax, np.float32)
-        self.no_shift = np.zeros(n_l, np.int64)
         self.rows_window = np.zeros((n_l, 4), np.int64)
         self.rows_window[:, 1] = [layer.out_shape[0] for layer in layers]
         self.out = np.zeros(int(np.prod(layers[-1].out_shape)), np.float32)
         self._xq_dummy = np.zeros(1, np.int8)
+        self._no_ring = np.zeros((n_t, net.N_RING), np.int64)
+        self._argv: list | None = None
         if graph.is_int8:
             self._set_tflite_static()
 
@@ -363,23 +378,51 @@ class Plan:
         self.ost[:] = 0.0
 
     def run(self, x: np.ndarray, codes: np.ndarray, x_q8: np.ndarray | None = None,
-            rows: np.ndarray | None = None, shift_rows: np.ndarray | None = None) -> np.ndarray:
-        """One call of the compiled network; returns the output (fp32) buffer."""
-        return self._run(x, codes, x_q8, rows, self.t_off, self.F, self.Q8, self.Q16,
-                         shift_rows)
+            rows: np.ndarray | None = None, advance: bool = False) -> np.ndarray:
+        """One call of the compiled network; returns the output (fp32) buffer.
 
-    def _run(self, x, codes, x_q8, rows, t_off, F, Q8, Q16, shift_rows=None) -> np.ndarray:
-        in_prec = net.P_I8 if x_q8 is not None else net.P_F32
-        net.run_network(x, x_q8 if x_q8 is not None else self._xq_dummy, in_prec, self.out,
-                        self.L, self.LF, codes, self.rows_window if rows is None else rows,
-                        t_off, self.t_size, self.qmode, self.st_scale, self.st_zp, self.ost,
-                        self.alpha, self.qsc, self.qzp, self.valid, F, Q8, Q16, self.w_f32,
-                        self.w_i8, self.w_i16, self.b_f32, self.ws8, self.ws16, self.b_i32,
-                        self.mult, self.shift, self.acc_f, self.acc_i32, self.acc_i64,
-                        self.mscale, self.no_shift if shift_rows is None else shift_rows,
-                        self.wpk_i, self.wpk_f, self.xw_i, self.xw_f, self.acc_ti, self.acc_tf,
-                        self.wpk_d, self.xw_d, self.acc_td)
+        Window mode: ``x`` is the whole input. Incremental mode (ring tensors):
+        ``advance=True`` slides the rings by one row first, ``x`` may be just the
+        newest input rows and ``rows`` [n_layers, 4] names the output rows to
+        recompute (two ranges per layer).
+        """
+        a = self._argv
+        if a is None:
+            a = self._argv = self._args(x, codes, x_q8, rows, self.t_off, self.F, self.Q8,
+                                        self.Q16, self.ring, 0)
+        # the argument list is built once (all buffers persist); only these change per call
+        a[0] = x
+        if x_q8 is None:
+            a[1], a[2] = self._xq_dummy, net.P_F32
+        else:
+            a[1], a[2] = x_q8, net.P_I8
+        a[6] = codes
+        a[7] = self.rows_window if rows is None else rows
+        a[14] = self.alpha
+        a[35] = 1 if advance else 0
+        net.run_network(*a)
         return self.out
+
+    def reset_rings(self) -> None:
+        """Zero the input ring and forget its integer copies (incremental mode)."""
+        for t in np.flatnonzero(self.ring[:, net.RING_ROWS]):
+            self.ring[t, net.RING_START] = 0
+            self.t_off[t] = self.ring[t, net.RING_BASE]
+        self.ring[:, net.RING_VALID] = 0
+        self.F[self.t_off[0]: self.t_off[0] + 2 * self.t_size[0]] = 0.0
+
+    def _args(self, x, codes, x_q8, rows, t_off, F, Q8, Q16, ring=None, advance=0) -> list:
+        """The argument list of ``kernels.network.run_network``."""
+        in_prec = net.P_I8 if x_q8 is not None else net.P_F32
+        return [x, x_q8 if x_q8 is not None else self._xq_dummy, in_prec, self.out,
+                self.L, self.LF, codes, self.rows_window if rows is None else rows,
+                t_off, self.t_size, self.qmode, self.st_scale, self.st_zp, self.ost,
+                self.alpha, self.qsc, self.qzp, self.valid, F, Q8, Q16, self.w_f32,
+                self.w_i8, self.w_i16, self.b_f32, self.ws8, self.ws16, self.b_i32,
+                self.mult, self.shift, self.acc_f, self.acc_i32, self.acc_i64,
+                self.mscale, self._no_ring if ring is None else ring, advance,
+                self.wpk_i, self.wpk_f, self.xw_i, self.xw_f, self.acc_ti, self.acc_tf,
+                self.wpk_d, self.xw_d, self.acc_td]
 
     def tensors_fp32(self, x: np.ndarray) -> list[np.ndarray]:
         """All activations of one fp32 run (no arena reuse): calibration input."""
@@ -391,7 +434,7 @@ class Plan:
         saved = self.qmode.copy()
         self.qmode[:] = net.Q_EXACT
         try:
-            self._run(x, codes, None, None, off, F, Q8, Q16)
+            net.run_network(*self._args(x, codes, None, None, off, F, Q8, Q16))
         finally:
             self.qmode[:] = saved
         return [F[off[t]: off[t] + sizes[t]].copy() for t in range(len(sizes))]

@@ -86,5 +86,10 @@ def test_report_on_shared_audio_with_the_shipped_model(shared_data, tmp_path):
     saving = report["savings"]["fp32"]
     assert saving["baseline_model_cpu_s"] > 0
     assert saving["from_gating_s"] > 0
+    # the same stream in incremental mode (kws12 is causal): same windows, share reported
+    inc = report["stream"]["policies"]["adaptive, incremental"]
+    assert inc["windows_run"] + inc["windows_gated"] == (adaptive["windows_run"]
+                                                          + adaptive["windows_gated"])
+    assert saving["saved_fraction_incremental"] is not None
     assert any(row["model"] == "kws12" for row in report["model_table"])
     assert "No shared audio" not in (out / "report.html").read_text()

@@ -123,6 +123,31 @@ def test_incremental_equals_window_integer_exactly(causal_path, precision):
         np.testing.assert_array_equal(inc.push(frame), model(window))
 
 
+def test_incremental_precision_switches_reset_and_prime(causal_path):
+    """Ring tensors wrap many times; switching plans, reset() and prime() stay exact."""
+    model = load(causal_path)
+    frames = _stream(7 * T)
+    model.calibrate([frames[i:i + T] for i in range(0, 2 * T, 4)])
+    inc = model.incremental()
+    plans = ["fp32", "int8", "int16", "mixed", "int8"]
+    window = np.zeros((T, F), np.float32)
+    for k, frame in enumerate(frames):
+        if k % 13 == 0:
+            model.set_precision(plans[(k // 13) % len(plans)])
+        window = np.concatenate([window[1:], frame[None]], axis=0)
+        np.testing.assert_array_equal(inc.push(frame), model(window))
+    inc.reset()
+    window = np.zeros((T, F), np.float32)
+    for frame in frames[:T + 3]:
+        window = np.concatenate([window[1:], frame[None]], axis=0)
+        np.testing.assert_array_equal(inc.push(frame), model(window))
+    window = frames[2 * T:3 * T]
+    np.testing.assert_array_equal(inc.prime(window), model(window))
+    for frame in frames[3 * T:5 * T]:
+        window = np.concatenate([window[1:], frame[None]], axis=0)
+        np.testing.assert_array_equal(inc.push(frame), model(window))
+
+
 def test_incremental_integer_needs_frozen_scales(causal_path):
     model = load(causal_path)
     model.set_precision("int8")

@@ -273,17 +273,37 @@ def run(rounds: int, calls: int) -> dict:
             r, _ = bench_model(onnx_path.stem, onnx_path, str(onnx_path), windows, windows[0],
                                (1, 1, *shape), tmp, rounds, calls)
             rows += r
-            inc = m.incremental() if _causal(m) else None
-            if inc is not None:
-                frame = windows[0][-1]
-                inc.push(frame)
-                rows.append({"model": onnx_path.stem, "runtime": "voxquant",
-                             "variant": "fp32-incremental",
-                             "median_us": round(time_interleaved(
-                                 {"i": inc.push}, frame, rounds, calls)["i"], 2),
-                             "median_cpu_us": round(CPU_US["i"], 2)})
+            if _causal(m):
+                rows += _incremental_rows(onnx_path, windows[0][-1], rounds, calls)
     return {"machine": machine_info(), "rows": rows, "accuracy": accuracy, "notes": NOTES,
             "command": "python benchmarks/engine.py " + " ".join(sys.argv[1:])}
+
+
+def _incremental_rows(onnx_path: Path, frame: np.ndarray, rounds: int, calls: int) -> list:
+    """Per-frame cost of incremental mode: fp32, and int8 with the shipped calibration."""
+    from voxquant.engine import load
+    from voxquant.errors import ConfigError
+    from voxquant.models.calibrate import load_calibration
+    from voxquant.models.cards import resolve_model
+
+    fp32 = load(onnx_path)
+    fp32.set_precision("fp32")
+    runners = {"fp32-incremental": fp32.incremental()}
+    try:
+        ranges = load_calibration(resolve_model(onnx_path.stem))
+    except ConfigError:
+        ranges = None
+    if ranges is not None:
+        int8 = load(onnx_path)
+        int8.plan.set_static_ranges(ranges)
+        int8.set_precision("int8")
+        runners["int8-incremental"] = int8.incremental()
+    for inc in runners.values():
+        inc.push(frame)
+    wall = time_interleaved({k: inc.push for k, inc in runners.items()}, frame, rounds, calls)
+    return [{"model": onnx_path.stem, "runtime": "voxquant", "variant": k,
+             "median_us": round(wall[k], 2), "median_cpu_us": round(CPU_US[k], 2)}
+            for k in runners]
 
 
 def _causal(model) -> bool:

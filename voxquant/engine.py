@@ -240,19 +240,20 @@ class IncrementalRunner:
     """Incremental (causal) execution: one new feature frame per :meth:`push`.
 
     Every layer before the global average over time must be causal in time
-    (stride 1, no bottom padding; 'same' top padding or 'valid'). Each push
-    shifts each layer's cached rows by one and recomputes only the rows that
-    read the new frame plus the first rows whose receptive field reaches the
-    window's zero padding, so the
-    result equals window mode on the same last ``input_frames`` frames exactly
-    (bit for bit in fp32 and in integer paths with frozen scales).
+    (stride 1, no bottom padding; 'same' top padding or 'valid'). Each layer's
+    output is a ring of rows (``kernels.network._advance_rings``): a push
+    slides every ring by one row and recomputes only the rows that read the
+    new frame plus the first rows whose receptive field reaches the window's
+    zero padding, so the result equals window mode on the same last
+    ``input_frames`` frames exactly (bit for bit in fp32 and in integer paths
+    with frozen scales). A change of precision plan recomputes every row once.
     """
 
     def __init__(self, model: Model) -> None:
         self.model = model
         g = model.graph
         self.rows = np.zeros((model.n_layers, 4), np.int64)
-        self.shift = np.zeros(model.n_layers, np.int64)
+        rings = [0]
         # per tensor: leading rows touched by the window-start zero padding ("bad") and
         # trailing rows that changed because a new frame arrived ("new")
         bad, new = {0: 0}, {0: 1}
@@ -282,37 +283,47 @@ class IncrementalRunner:
             tail = max(head, min(h_out, max(0, first_new)))
             bad[layer.output], new[layer.output] = head, h_out - tail
             self.rows[i] = (0, head, tail, h_out)
-            self.shift[i] = 1
+            rings.append(layer.output)
         if not collapsed:
             raise ConfigError("incremental mode needs a global average over time")
-        self.plan = Plan(g, weight_scheme=model.plan.weight_scheme, reuse_arena=False)
+        self.plan = Plan(g, weight_scheme=model.plan.weight_scheme, reuse_arena=False,
+                         ring_tensors=tuple(rings))
         for name in ("qmode", "st_scale", "st_zp", "ost"):
             getattr(self.plan, name)[:] = getattr(model.plan, name)
-        self.window = np.zeros(model._x.size, np.float32)
         self.frame_size = model.n_features
-        self._codes: np.ndarray | None = None
+        self._precision: PrecisionPlan | None = None  # the plan the cached rows belong to
 
     def reset(self) -> None:
-        self.window[:] = 0.0
-        self._codes = None
+        """Forget every cached frame (the window is zeros again)."""
+        self.plan.reset_rings()
+        self._precision = None
+
+    def _check(self, precision: PrecisionPlan) -> None:
+        ints = precision.codes != PRECISIONS["fp32"]
+        if ints.any() and (self.plan.qmode != net.Q_STATIC).any():
+            raise ConfigError("incremental integer mode needs frozen scales: calibrate() first "
+                              "or run fp32")
+
+    def prime(self, window: np.ndarray) -> np.ndarray:
+        """Start from a whole window ``[frames, features]``; returns its output."""
+        x = self.model._flat(window)
+        precision = self.model.precision
+        self._check(precision)
+        self._precision = precision
+        return self.plan.run(x, precision.codes).copy()
 
     def push(self, frame: np.ndarray) -> np.ndarray:
         """Append one feature frame; returns the output for the last window."""
         f = np.asarray(frame, np.float32).reshape(-1)
         if f.size != self.frame_size:
             raise ConfigError(f"frame has {f.size} features, model needs {self.frame_size}")
-        codes = self.model.precision.codes
-        ints = codes != PRECISIONS["fp32"]
-        if ints.any() and (self.plan.qmode != net.Q_STATIC).any():
-            raise ConfigError("incremental integer mode needs frozen scales: calibrate() first "
-                              "or run fp32")
-        self.window[:-f.size] = self.window[f.size:]
-        self.window[-f.size:] = f
-        if self._codes is None or not np.array_equal(codes, self._codes):
-            self._codes = codes.copy()  # new precision plan: refill every cached row once
-            out = self.plan.run(self.window, self._codes)
-        else:
-            out = self.plan.run(self.window, self._codes, rows=self.rows, shift_rows=self.shift)
+        precision = self.model.precision
+        if precision is self._precision:
+            out = self.plan.run(f, precision.codes, rows=self.rows, advance=True)
+        else:  # new precision plan: recompute every cached row once
+            self._check(precision)
+            self._precision = precision
+            out = self.plan.run(f, precision.codes, advance=True)
         return out.copy()
 
 

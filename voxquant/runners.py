@@ -125,7 +125,6 @@ class _IncrementalEngineRunner:
         self.levels = tuple(levels)
         self._inc = self._model.incremental()  # raises ConfigError for non-causal models
         self.macs_per_window = int(sum(layer.macs for layer in self._model.graph.layers))
-        self._n_features = card.frontend.n_features
         self._level = None
 
     def _select(self, level: str) -> None:
@@ -138,11 +137,7 @@ class _IncrementalEngineRunner:
 
     def prime(self, window: np.ndarray, level: str) -> np.ndarray:
         self._select(level)
-        inc = self._inc
-        f = self._n_features
-        inc.window[f:] = window[:-1].reshape(-1)
-        inc._codes = None  # IncrementalRunner recomputes every row on its next push
-        return inc.push(window[-1])
+        return self._inc.prime(window)
 
     def step(self, frame: np.ndarray, level: str) -> np.ndarray:
         if level != self._level:
