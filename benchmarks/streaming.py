@@ -230,8 +230,10 @@ hour of keyword-free speech) is in `docs/detection.md`, written by `benchmarks/d
   widening at once and narrowing only after the SNR has stood 3 dB above the threshold for the
   minimum dwell time. The thresholds are measured (below).
 - **Model** (`voxquant/runners.py`): window mode runs the whole 49-frame window in one compiled
-  call; incremental mode updates only the newest rows of each causal layer per hop (integer
-  levels then use the calibrated static scales, since cached rows must keep their scales).
+  call; incremental mode updates only the newest rows of each causal layer per hop: every
+  layer's output is a ring of rows in the arena, so a hop slides the rings instead of copying
+  cached rows, and only the new feature frame is quantized (integer levels then use the
+  calibrated static scales, since cached rows must keep their scales).
 - **Detector** (`stream/detector.py`): posteriors averaged over the last 3 windows, per-keyword
   thresholds, 1 s refractory period.
 
