@@ -71,6 +71,10 @@ class PosteriorDetector:
         self._history[:] = 0.0
         self._count = 0
 
+    def cancel_refractory(self) -> None:
+        """Take back the last detection's refractory period (a second stage rejected it)."""
+        self._next_allowed_s = -np.inf
+
     def update(self, probs: np.ndarray, time_s: float) -> int | None:
         """Feed one window's posteriors at stream time ``time_s``.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["SampleBuffer", "FrameRing"]
+__all__ = ["SampleBuffer", "FrameRing", "AudioHistory"]
 
 
 @njit(cache=True, nogil=True)
@@ -114,3 +114,45 @@ class FrameRing:
             raise ValueError(f"n must be in 1..{self.capacity}")
         end = self._head + self.capacity
         return self._data[end - n : end]
+
+
+class AudioHistory:
+    """The most recent samples of a stream, preallocated (a ring read as one window)."""
+
+    def __init__(self, capacity: int):
+        self._buf = np.zeros(int(capacity), np.float32)
+        self._window = np.zeros(int(capacity), np.float32)
+        self.total = 0  # samples appended since reset
+
+    def reset(self) -> None:
+        self._buf[:] = 0.0
+        self.total = 0
+
+    def append(self, samples: np.ndarray) -> None:
+        """Add samples (int16 or float); only the last ``capacity`` are kept."""
+        cap = self._buf.shape[0]
+        m = min(samples.shape[0], cap)
+        tail = samples[samples.shape[0] - m:]
+        scale = np.float32(1.0 / 32768.0) if samples.dtype == np.int16 else np.float32(1.0)
+        self.total += samples.shape[0]
+        start = (self.total - m) % cap  # sample at absolute index i lives at i % cap
+        first = min(m, cap - start)
+        np.multiply(tail[:first], scale, out=self._buf[start:start + first], casting="unsafe")
+        np.multiply(tail[first:], scale, out=self._buf[:m - first], casting="unsafe")
+
+    def window(self, end: int, n: int) -> np.ndarray:
+        """Samples ``[end - n, end)`` by absolute index (zeros before the stream began).
+
+        Returns a view of a preallocated buffer, valid until the next call.
+        """
+        cap = self._buf.shape[0]
+        if n > cap or end > self.total or end - n < self.total - cap:
+            raise ValueError(f"samples [{end - n}, {end}) are not in the history")
+        out = self._window[:n]
+        lo = max(0, end - n)
+        out[: n - (end - lo)] = 0.0
+        start, m = lo % cap, end - lo
+        first = min(m, cap - start)
+        out[n - m: n - m + first] = self._buf[start:start + first]
+        out[n - m + first:] = self._buf[: m - first]
+        return out

@@ -35,6 +35,14 @@ def register(sub, add_model_options) -> None:
                    help="one JSON object per detection, then a final {\"stats\": ...} line")
     p.add_argument("--trace", default=None, metavar="OUT.jsonl",
                    help="write a per-window trace (time, SNR, precision, gate, CPU) to this file")
+    p.add_argument("--confirm", default=None, metavar="MODEL",
+                   help="a second model that must agree before a detection is reported, "
+                        "run only when the first fires (e.g. mlperf-kws: the shared MLPerf "
+                        "Tiny reference)")
+    p.add_argument("--confirm-threshold", type=float, default=0.5,
+                   help="posterior the confirming model must give (default: %(default)s)")
+    p.add_argument("--incremental", action="store_true",
+                   help="update only the newest rows of each layer per hop (causal models)")
     p.set_defaults(func=run)
 
 
@@ -50,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         sample_rate_hz=16000 if path else args.sample_rate_hz,
         runtime=args.runtime,
         trace=bool(args.trace),
+        incremental=args.incremental,
+        confirm=args.confirm,
+        confirm_threshold=args.confirm_threshold,
     )
     if path:
         source = WavFile(path, sample_rate_hz=16000, realtime=args.realtime)

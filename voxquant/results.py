@@ -63,6 +63,9 @@ class SpotterStats:
     precision_macs: dict[str, int] = field(default_factory=dict)
     overruns: int = 0
     precision_switches: int = 0
+    confirmations_run: int = 0
+    confirmations_rejected: int = 0
+    confirm_cpu_seconds: float = 0.0
 
     @property
     def gated_fraction(self) -> float:

@@ -20,11 +20,12 @@ from voxquant.errors import ConfigError
 from voxquant.models.cards import ModelCard, resolve_model, streaming_settings
 from voxquant.results import Detection, SpotterStats
 from voxquant.runners import make_runner
+from voxquant.stream.confirm import Confirmer
 from voxquant.stream.controller import ControllerConfig, PrecisionController, controller_config
 from voxquant.stream.detector import PosteriorDetector
 from voxquant.stream.frontend import StreamingFrontEnd
 from voxquant.stream.noise import EnergyGate, NoiseTracker
-from voxquant.stream.ring import FrameRing
+from voxquant.stream.ring import AudioHistory, FrameRing
 
 __all__ = ["KeywordSpotter", "POLICIES", "TraceRow"]
 
@@ -94,6 +95,14 @@ class KeywordSpotter:
     record_posteriors : bool
         Keep ``(end_s, smoothed posteriors)`` of every model run in
         ``spotter.posteriors`` (for threshold calibration; allocates per hop).
+    confirm : Confirmer or str, optional
+        A second model that must agree before a detection is reported (see
+        :class:`voxquant.stream.confirm.Confirmer`; a name such as
+        ``"mlperf-kws"`` builds one with ``confirm_threshold``). It runs only when
+        the first stage fires; a rejected candidate does not start the
+        refractory period, so a later window of the same utterance can still fire.
+    confirm_threshold : float
+        The second model's posterior needed, when ``confirm`` is a name.
     """
 
     def __init__(
@@ -112,6 +121,8 @@ class KeywordSpotter:
         trace: bool = False,
         incremental: bool = False,
         record_posteriors: bool = False,
+        confirm: Confirmer | str | Path | None = None,
+        confirm_threshold: float = 0.5,
     ):
         if policy not in POLICIES:
             raise ConfigError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
@@ -168,7 +179,25 @@ class KeywordSpotter:
         self.record_posteriors = record_posteriors
         self.posteriors: list[tuple[float, np.ndarray]] = []
         self.scores = np.zeros(len(self.card.labels), np.float32)
+        self._confirm = self._make_confirmer(confirm, confirm_threshold)
+        self._history = None
+        if self._confirm is not None:  # the raw audio the second model needs
+            self._history = AudioHistory(self._confirm.window_samples
+                                         + (self._feat_buf.shape[0] + 1) * fe.hop_samples)
         self.reset()
+
+    def _make_confirmer(self, confirm, threshold: float) -> Confirmer | None:
+        if confirm is None:
+            return None
+        c = confirm if isinstance(confirm, Confirmer) else Confirmer(confirm, threshold=threshold)
+        if c.frontend.sample_rate_hz != self.card.frontend.sample_rate_hz:
+            raise ConfigError(f"confirming model {c.name!r} runs at "
+                              f"{c.frontend.sample_rate_hz} Hz, {self.card.name} at "
+                              f"{self.card.frontend.sample_rate_hz} Hz")
+        missing = [k for k in self.card.labels if not k.startswith("_") and k not in c.labels]
+        if missing:
+            raise ConfigError(f"confirming model {c.name!r} does not know {missing}")
+        return c
 
     # --- public API -------------------------------------------------------------------------
 
@@ -202,6 +231,11 @@ class KeywordSpotter:
         self._precision_windows = {}
         self._precision_cpu = {}
         self.overruns = 0
+        self._confirm_runs = 0
+        self._confirm_rejections = 0
+        self._confirm_cpu = 0.0
+        if self._history is not None:
+            self._history.reset()
 
     @property
     def stats(self) -> SpotterStats:
@@ -217,6 +251,9 @@ class KeywordSpotter:
             precision_macs=macs,
             overruns=self.overruns,
             precision_switches=self._controller.switches,
+            confirmations_run=self._confirm_runs,
+            confirmations_rejected=self._confirm_rejections,
+            confirm_cpu_seconds=self._confirm_cpu,
         )
 
     def process(self, chunk: np.ndarray) -> list[Detection]:
@@ -236,6 +273,8 @@ class KeywordSpotter:
         while pos < chunk.shape[0]:
             piece = chunk[pos : pos + step]
             pos += step
+            if self._history is not None:
+                self._history.append(piece)
             n = self._frontend.push_into(piece, self._feat_buf, self._energy_buf)
             for i in range(n):
                 run_cpu += self._hop(self._feat_buf[i : i + 1], self._energy_buf[i], detections)
@@ -285,6 +324,19 @@ class KeywordSpotter:
 
     # --- one hop ----------------------------------------------------------------------------
 
+    def _confirmed(self, fired: int, end_s: float) -> bool:
+        """Ask the second model about the candidate ending at ``end_s``."""
+        t0 = time.thread_time()
+        end = int(round(end_s * self.card.frontend.sample_rate_hz))
+        audio = self._history.window(end, self._confirm.window_samples)
+        ok, _ = self._confirm.confirms(self.card.labels[fired], audio)
+        self._confirm_runs += 1
+        if not ok:
+            self._confirm_rejections += 1
+            self._detector.cancel_refractory()
+        self._confirm_cpu += time.thread_time() - t0
+        return ok
+
     def _hop(self, frame: np.ndarray, mean_square: float, detections: list[Detection]) -> float:
         self._frames.push(frame)
         self._hops += 1
@@ -328,6 +380,9 @@ class KeywordSpotter:
             fired = self._detector.update(probs, end_s)
             if self.record_posteriors:
                 self.posteriors.append((end_s, self._detector.smoothed.copy()))
+            if fired is not None and self._confirm is not None and not self._confirmed(
+                    fired, end_s):
+                fired = None
             if fired is not None:
                 detections.append(
                     Detection(
