@@ -1161,6 +1161,63 @@ def im2col_rows(X, zp, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, 
             m += np.uint64(1)
 
 
+@njit(cache=True)
+def im2col_padded(X, zp, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1, xw, kp):
+    """:func:`im2col_rows` through a zero-padded copy of the input rows (x - zp), kept in
+    ``xw`` after the M * kp im2col rows; each tap row is then one branch-free copy. Returns
+    False (nothing done) when ``xw`` is too small. Measured on the MLPerf DS-CNN first conv
+    (10x4, stride 2, C = 1): 6.3 -> 1.3 us, the per-tap bounds checks dominated.
+    """
+    M = (r1 - r0) * WO
+    PH = (r1 - r0 - 1) * SH + (KH - 1) * DH + 1
+    PW = (WO - 1) * SW + (KW - 1) * DW + 1
+    p_off = M * kp
+    if p_off + PH * PW * C > xw.size:
+        return False
+    y_lo = r0 * SH - PT
+    ub = np.uint64(p_off)
+    uc = np.uint64(C)
+    for py in range(PH):
+        iy = y_lo + py
+        rowb = ub + np.uint64(py * PW * C)
+        if iy < 0 or iy >= H:
+            for k in range(np.uint64(PW * C)):
+                xw[rowb + k] = 0
+            continue
+        for px in range(PW):
+            ix = px - PL
+            d = rowb + np.uint64(px * C)
+            if ix < 0 or ix >= W:
+                for c in range(uc):
+                    xw[d + c] = 0
+            else:
+                src = np.uint64(in_off + (iy * W + ix) * C)
+                for c in range(uc):
+                    xw[d + c] = X[src + c] - zp
+    ukp = np.uint64(kp)
+    K = KH * KW * C
+    m = np.uint64(0)
+    for oh in range(r1 - r0):
+        for ow in range(WO):
+            base = m * ukp
+            for ky in range(KH):
+                src = ub + np.uint64(((oh * SH + ky * DH) * PW + ow * SW) * C)
+                dst = base + np.uint64(ky * KW * C)
+                if DW == 1:  # the KW taps are adjacent in the padded row
+                    for k in range(np.uint64(KW * C)):
+                        xw[dst + k] = xw[src + k]
+                else:
+                    for kx in range(KW):
+                        s2 = src + np.uint64(kx * DW * C)
+                        d2 = dst + np.uint64(kx * C)
+                        for c in range(uc):
+                            xw[d2 + c] = xw[s2 + c]
+            for k in range(np.uint64(K), ukp):
+                xw[base + k] = 0
+            m += np.uint64(1)
+    return True
+
+
 @njit(cache=True, fastmath=True)
 def conv_f32_gemm_rows(F, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, WO, wpk, pk_off,
                        bias, coff, out_off, r0, r1, amin, amax, xf, acc_t):
@@ -1174,8 +1231,10 @@ def conv_f32_gemm_rows(F, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, W
     if _is_pointwise(H, W, KH, KW, SH, SW, PT, PL, WO):  # rows are already [M, C]: no copy
         gemm_f32_tiles(F, in_off + r0 * W * C, K, M, wpk, pk_off, CO, acc_t)
     else:
-        im2col_rows(F, np.float32(0.0), in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO,
-                    r0, r1, xf, K)
+        if not im2col_padded(F, np.float32(0.0), in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH,
+                             DW, WO, r0, r1, xf, K):
+            im2col_rows(F, np.float32(0.0), in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW,
+                        WO, r0, r1, xf, K)
         gemm_f32_tiles(xf, 0, K, M, wpk, pk_off, CO, acc_t)
     uM = np.uint64(M)
     nblk = np.uint64((CO + GEMM_NR - 1) // GEMM_NR)
@@ -1204,7 +1263,8 @@ def _int8_gemm_acc(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO
         s0 = in_off + r0 * W * C
         for k in range(n16 * 16, M * K):
             xw[k] = Q[s0 + k] - zp_in
-    else:
+    elif not im2col_padded(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0,
+                           r1, xw, kp):
         im2col_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1, xw,
                     kp)
     gemm_int_tiles(xw, kp, M, wpk, pk_off, CO, acc_t)
