@@ -246,6 +246,16 @@ def _store_exact_v(typingctx, acc_addr, ms_addr, b_addr, out_addr, n8, amin, ama
     return sig, codegen
 
 
+def _hsum_i64(builder, v):
+    """Sum of the 8 int32 lanes of ``v`` as an int64 (codegen helper)."""
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    total = ir.Constant(i64, 0)
+    for j in range(8):
+        total = builder.add(total, builder.sext(builder.extract_element(v, ir.Constant(i32, j)),
+                                                i64))
+    return total
+
+
 def _make_quantize_v(bits: int):
     @intrinsic
     def quantize_v(typingctx, f_addr, q_addr, n8, inv, lo, hi, z):
@@ -257,7 +267,7 @@ def _make_quantize_v(bits: int):
         def codegen(context, builder, signature, args):
             fa, qa, n, inv, lo, hi, z = args
             intp = fa.type
-            f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+            f32, i32 = ir.FloatType(), ir.IntType(32)
             v8f, v8i = ir.VectorType(f32, 8), ir.VectorType(i32, 8)
             vq = ir.VectorType(ir.IntType(bits), 8)
             fma = cgutils.get_or_insert_function(
@@ -280,12 +290,7 @@ def _make_quantize_v(bits: int):
                 q = builder.trunc(builder.fptosi(builder.fadd(c, zv), v8i), vq)
                 builder.store(q, _ptr(builder, builder.add(qa, builder.mul(
                     k, ir.Constant(intp, bits))), vq), align=1)
-            sv = builder.load(satv)
-            total = ir.Constant(i64, 0)
-            for j in range(8):
-                total = builder.add(total, builder.sext(
-                    builder.extract_element(sv, ir.Constant(i32, j)), i64))
-            return total
+            return _hsum_i64(builder, builder.load(satv))
 
         return sig, codegen
 
@@ -338,7 +343,7 @@ def _make_acc_quant(nvec: int, clamp_hi: bool):
         def codegen(context, builder, signature, args):
             aa, ast, qa, qst, n, ma, ba, lo_a, hi_a, inv, lo, hi, z = args
             intp = aa.type
-            f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+            f32, i32 = ir.FloatType(), ir.IntType(32)
             v8f, v8i, v8q = ir.VectorType(f32, 8), ir.VectorType(i32, 8), ir.VectorType(
                 ir.IntType(8), 8)
             fma = cgutils.get_or_insert_function(
@@ -371,12 +376,7 @@ def _make_acc_quant(nvec: int, clamp_hi: bool):
                     q = builder.trunc(builder.fptosi(builder.fadd(c, zv), v8i), v8q)
                     builder.store(q, _ptr(builder, builder.add(qp, ir.Constant(intp, 8 * g)),
                                           v8q), align=1)
-            sv = builder.load(satv)
-            total = ir.Constant(i64, 0)
-            for j in range(8):
-                total = builder.add(total, builder.sext(
-                    builder.extract_element(sv, ir.Constant(i32, j)), i64))
-            return total
+            return _hsum_i64(builder, builder.load(satv))
 
         return sig, codegen
 
@@ -1372,7 +1372,6 @@ def conv_int_gemm_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW
     (the integer sums are identical)."""
     M = (r1 - r0) * WO
     K = KH * KW * C
-    kp = (K + 3) // 4 * 4
     if Q.itemsize == 2:  # int16: exact integer sums in float64 FMA tiles
         im2col_rows(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0, r1,
                     xd, K)

@@ -318,7 +318,8 @@ class Plan:
                 pkd_off += d.size
                 xw_i = max(xw_i, m_size * ((k_size + 3) // 4 * 4))
                 xw_f = max(xw_f, m_size * k_size)
-                acc_t = max(acc_t, m_size * -(-co // net.GEMM_NR) * net.GEMM_NR)
+            # tile outputs; depthwise int8 layers keep their int32 sums here too
+            acc_t = max(acc_t, ho * wo * -(-co // net.GEMM_NR) * net.GEMM_NR)
             woff += wt.size
             coff += co
 
