@@ -6,11 +6,14 @@ split of the slice for MLPerf), clean and
 with held-out real noise at 20/10/5/0 dB SNR, for fp32, int8 static with each
 calibration (min/max, percentile, entropy, percentile on a hard-sample set:
 training clips plus the same clips mixed with training noise at -5..5 dB,
-weighted x2), int8 dynamic (per-window scales), int16, and int8 after QAT when a
-QAT model is given. Latency comes from the engine benchmark's JSON, size from
+weighted x2), int8 dynamic (per-window scales), int16, and fp32 / int8 of a
+second model of the same task given with ``--compare`` (for the QAT-vs-PTQ
+comparison: the same training run with or without quantization-aware
+fine-tuning; rows are named from its card). Latency comes from the engine
+benchmark's JSON, size from
 the file. Single process; every figure measured when the script runs.
 
-    python benchmarks/accuracy.py [--engine-json engine.json] [--qat kws12=PATH] \\
+    python benchmarks/accuracy.py [--engine-json engine.json] [--compare kws12=PATH] \\
         --json accuracy.json --markdown docs/accuracy.md
 """
 
@@ -67,7 +70,7 @@ def accuracy(model, windows: dict, labels, class_names) -> dict:
             for k, ws in windows.items()}
 
 
-def variants_for(path, card_windows_fn, qat_path=None):
+def variants_for(path, card_windows_fn, other_path=None):
     """(variant name, configured engine Model) pairs."""
     from voxquant.engine import load
 
@@ -87,14 +90,15 @@ def variants_for(path, card_windows_fn, qat_path=None):
         m.calibrate(card_windows_fn(hard), method=method)
         m.set_precision("int8")
         yield name, m
-    if qat_path:
-        m = load(qat_path)
+    if other_path:
+        tag = _qat_tag(other_path)
+        m = load(other_path)
         m.set_precision("fp32")
-        yield "fp32 after QAT", m
-        m = load(qat_path)
+        yield f"fp32 {tag}", m
+        m = load(other_path)
         m.set_precision("int8")
         m.set_quantization("exact")
-        yield "int8 dynamic after QAT", m
+        yield f"int8 dynamic {tag}", m
 
 
 def card_eval_set(card):
@@ -118,7 +122,7 @@ def card_eval_set(card):
         noises=tuple(c.load(16000) for c in noise_test))
 
 
-def evaluate_shipped(name: str, qat_path) -> dict:
+def evaluate_shipped(name: str, other_path) -> dict:
     from voxquant.models.calibrate import calibration_windows
     from voxquant.models.cards import resolve_model
 
@@ -133,7 +137,7 @@ def evaluate_shipped(name: str, qat_path) -> dict:
         return calib_cache[hard]
 
     rows = {}
-    for variant, model in variants_for(card.model_path, calib, qat_path):
+    for variant, model in variants_for(card.model_path, calib, other_path):
         rows[variant] = accuracy(model, windows, evalset.labels, list(card.labels))
     sensitivity, mixed = sensitivity_analysis(card, windows, evalset.labels)
     rows["mixed (2 most sensitive layers int16, rest int8 dynamic)"] = mixed
@@ -142,12 +146,19 @@ def evaluate_shipped(name: str, qat_path) -> dict:
             "sensitivity": sensitivity,
             "note": f"the model card records {100 * card.raw['validation']['accuracy']:.2f}% "
                     "(onnxruntime fp32) on the same clean windows"
-                    + (f"; QAT model: {_qat_summary(qat_path)}" if qat_path else "")}
+                    + f"; this model: {_qat_summary(card.model_path)}"
+                    + (f"; compared model ({_qat_tag(other_path)}): {_qat_summary(other_path)}"
+                       if other_path else "")}
 
 
-def _qat_summary(qat_path) -> str:
-    """How the QAT model was made (from its own card), and torch's simulated figures."""
-    card = json.loads(Path(qat_path).with_suffix(".json").read_text())
+def _qat_tag(path) -> str:
+    card = json.loads(Path(path).with_suffix(".json").read_text())
+    return "after QAT" if card["training"].get("qat") else "without QAT (PTQ only)"
+
+
+def _qat_summary(path) -> str:
+    """How a model was made (from its own card), and torch's simulated QAT figures."""
+    card = json.loads(Path(path).with_suffix(".json").read_text())
     q = card["training"].get("qat") or {}
     sim = ""
     if q.get("simulated_int8_accuracy_ptq") is not None:
@@ -219,13 +230,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-clips", type=int, default=600,
                    help="clips for the MLPerf rows (shipped models use their card's set)")
     p.add_argument("--engine-json", default=None)
-    p.add_argument("--qat", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
+                   help="another model of the same task, e.g. the same run without QAT")
     p.add_argument("--json", dest="json_out")
     p.add_argument("--markdown", dest="md_out")
     args = p.parse_args(argv)
-    qat = dict(item.split("=", 1) for item in args.qat)
+    other = dict(item.split("=", 1) for item in args.compare)
     t0 = time.perf_counter()
-    results = [evaluate_shipped(n, qat.get(n)) for n in shipped_models()]
+    results = [evaluate_shipped(n, other.get(n)) for n in shipped_models()]
     mlperf = evaluate_mlperf(args.max_clips)
     if mlperf:
         results.append(mlperf)
@@ -248,7 +260,8 @@ Written by `benchmarks/accuracy.py` (do not edit by hand); {doc['seconds']} s to
 {m['cpu']}; commit {m['commit']}.
 
 Reproduce: `python benchmarks/engine.py --json engine.json && python benchmarks/accuracy.py
---engine-json engine.json --json accuracy.json --markdown docs/accuracy.md`
+--engine-json engine.json [--compare kws12=OTHER.onnx] --json accuracy.json --markdown
+docs/accuracy.md` (the compared model is made by the training command given below).
 
 Top-1 accuracy on validation speakers never seen in training (for the shipped models, the
 model card's own validation set; for MLPerf, a speaker-disjoint split of the slice), clean
