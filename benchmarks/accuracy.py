@@ -105,21 +105,20 @@ def card_eval_set(card):
     """The model card's own validation set (``models.train.validation_set``: the
     held-out speakers' words and ``_silence_`` windows), so the clean fp32 figure
     here is the card's accuracy, plus the held-out noise to mix in."""
-    from voxquant.evalsets import EvalSet
-    from voxquant.models import datasets as ds
+    from voxquant.evalsets import EvalSet, held_out_noises
     from voxquant.models.train import validation_set
     from voxquant.paths import shared_data_dir
 
     items = validation_set(card.raw["task"])
-    _, noise_test = ds.split_noise_by_time(data_dir=shared_data_dir())
+    noises = held_out_noises(shared_data_dir())
     return EvalSet(
         source="shared",
         description=f"{len(items)} windows of the model card's validation set "
         f"(models.train.validation_set('{card.raw['task']}'): speaker-disjoint, plus "
-        f"_silence_ windows) and the held-out test part of {len(noise_test)} noise recordings",
+        f"_silence_ windows) and the held-out test part of {len(noises)} noise recordings",
         audio=tuple(item.audio() for item in items),
         labels=tuple(item.label for item in items),
-        noises=tuple(c.load(16000) for c in noise_test))
+        noises=noises)
 
 
 def evaluate_shipped(name: str, other_path) -> dict:

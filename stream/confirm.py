@@ -18,11 +18,6 @@ from voxquant.stream.frontend import FrontEndConfig, compute_features, get_front
 
 __all__ = ["Confirmer"]
 
-#: The MLPerf Tiny reference (``shared/models/mlperf_tiny_kws``): its class order and front end.
-_MLPERF = {"mlperf-kws", "mlperf-kws-int8"}
-_MLPERF_LABELS = ("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes",
-                  "_silence_", "_unknown_")
-
 
 class Confirmer:
     """Score a keyword candidate with a second model.
@@ -40,12 +35,14 @@ class Confirmer:
 
     def __init__(self, model: str | Path = "mlperf-kws", *, threshold: float = 0.5,
                  precision: str = "fp32"):
-        from voxquant.engine import load
+        from voxquant.engine import MLPERF_NAMES, load
 
         self.name = str(model)
         self.threshold = float(threshold)
-        if self.name in _MLPERF:
-            self.labels: tuple[str, ...] = _MLPERF_LABELS
+        if self.name in MLPERF_NAMES:  # the shared MLPerf Tiny reference: no card of its own
+            from voxquant.models.datasets import KWS12_LABELS
+
+            self.labels: tuple[str, ...] = KWS12_LABELS
             self.frontend: FrontEndConfig = get_frontend_config("mlperf")
             self.window_frames = 49
         else:

@@ -274,36 +274,30 @@ def run(rounds: int, calls: int) -> dict:
                                (1, 1, *shape), tmp, rounds, calls)
             rows += r
             if _causal(m):
-                rows += _incremental_rows(onnx_path, windows[0][-1], rounds, calls)
+                rows += _incremental_rows(onnx_path, windows[0], rounds, calls)
     return {"machine": machine_info(), "rows": rows, "accuracy": accuracy, "notes": NOTES,
             "command": "python benchmarks/engine.py " + " ".join(sys.argv[1:])}
 
 
-def _incremental_rows(onnx_path: Path, frame: np.ndarray, rounds: int, calls: int) -> list:
-    """Per-frame cost of incremental mode: fp32, and int8 with the shipped calibration."""
-    from voxquant.engine import load
-    from voxquant.errors import ConfigError
-    from voxquant.models.calibrate import load_calibration
-    from voxquant.models.cards import resolve_model
+def _incremental_rows(onnx_path: Path, window: np.ndarray, rounds: int, calls: int) -> list:
+    """Per-frame cost of the spotter's incremental runner at each level it offers (fp32;
+    int8 with the shipped calibration), primed with ``window`` and then fed its last frame."""
+    from functools import partial
 
-    fp32 = load(onnx_path)
-    fp32.set_precision("fp32")
-    runners = {"fp32-incremental": fp32.incremental()}
-    try:
-        ranges = load_calibration(resolve_model(onnx_path.stem))
-    except ConfigError:
-        ranges = None
-    if ranges is not None:
-        int8 = load(onnx_path)
-        int8.plan.set_static_ranges(ranges)
-        int8.set_precision("int8")
-        runners["int8-incremental"] = int8.incremental()
-    for inc in runners.values():
-        inc.push(frame)
-    wall = time_interleaved({k: inc.push for k, inc in runners.items()}, frame, rounds, calls)
+    from voxquant.models.cards import resolve_model
+    from voxquant.runners import make_runner
+
+    card = resolve_model(onnx_path)
+    steps = {}
+    for level in ("fp32", "int8"):
+        runner = make_runner(card, "voxquant", incremental=True)
+        if level in runner.levels:
+            runner.prime(window, level)
+            steps[f"{level}-incremental"] = partial(runner.step, level=level)
+    wall = time_interleaved(steps, window[-1], rounds, calls)
     return [{"model": onnx_path.stem, "runtime": "voxquant", "variant": k,
              "median_us": round(wall[k], 2), "median_cpu_us": round(CPU_US[k], 2)}
-            for k in runners]
+            for k in steps]
 
 
 def _causal(model) -> bool:

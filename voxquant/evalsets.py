@@ -74,8 +74,7 @@ def load_eval_set(
     keep = _stratified(val, [c.label for c in val], max_clips, rng)
     audio = [ds.fix_length(val[i].load(sample_rate_hz), sample_rate_hz) for i in keep]
     labels = [val[i].label for i in keep]
-    _, noise_test = ds.split_noise_by_time(data_dir=root)
-    noises = tuple(c.load(sample_rate_hz) for c in noise_test)
+    noises = held_out_noises(root, sample_rate_hz)
     if "_silence_" in task_labels:  # 1 s of test noise at random gains
         for _ in range(max(1, len(audio) // 12)):
             n = noises[rng.integers(len(noises))]
@@ -90,6 +89,14 @@ def load_eval_set(
         f"seed 0) and the held-out test part of {len(noises)} noise recordings",
         audio=tuple(audio), labels=tuple(labels), noises=noises,
     )
+
+
+def held_out_noises(root: Path, sample_rate_hz: int = 16000) -> tuple[np.ndarray, ...]:
+    """The test part (last quarter in time) of every shared noise recording, decoded."""
+    from voxquant.models import datasets as ds
+
+    _, noise_test = ds.split_noise_by_time(data_dir=root)
+    return tuple(c.load(sample_rate_hz) for c in noise_test)
 
 
 def _bundled(task_labels: tuple[str, ...], rng) -> EvalSet:

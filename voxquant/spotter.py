@@ -324,11 +324,10 @@ class KeywordSpotter:
 
     # --- one hop ----------------------------------------------------------------------------
 
-    def _confirmed(self, fired: int, end_s: float) -> bool:
-        """Ask the second model about the candidate ending at ``end_s``."""
+    def _confirmed(self, fired: int, end_sample: int) -> bool:
+        """Ask the second model about the candidate whose window ends at ``end_sample``."""
         t0 = time.thread_time()
-        end = int(round(end_s * self.card.frontend.sample_rate_hz))
-        audio = self._history.window(end, self._confirm.window_samples)
+        audio = self._history.window(end_sample, self._confirm.window_samples)
         ok, _ = self._confirm.confirms(self.card.labels[fired], audio)
         self._confirm_runs += 1
         if not ok:
@@ -355,7 +354,8 @@ class KeywordSpotter:
                 self._primed_level = None
             return 0.0
         fe = self.card.frontend
-        end_s = ((self._hops - 1) * fe.hop_samples + fe.window_samples) / fe.sample_rate_hz
+        end_sample = (self._hops - 1) * fe.hop_samples + fe.window_samples
+        end_s = end_sample / fe.sample_rate_hz
         cpu_us = 0.0
         if not gate_open:
             self._windows_gated += 1
@@ -381,7 +381,7 @@ class KeywordSpotter:
             if self.record_posteriors:
                 self.posteriors.append((end_s, self._detector.smoothed.copy()))
             if fired is not None and self._confirm is not None and not self._confirmed(
-                    fired, end_s):
+                    fired, end_sample):
                 fired = None
             if fired is not None:
                 detections.append(
