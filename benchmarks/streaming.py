@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="kws12")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--max-clips", type=int, default=300)
+    p.add_argument("--max-clips", type=int, default=1000,
+                   help="validation clips for the accuracy tables (default: all of them)")
     p.add_argument("--write-thresholds", action="store_true",
                    help="save the measured controller thresholds beside the model")
     p.add_argument("--json", dest="json_out")
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
         from voxquant.models.cards import update_streaming_settings
 
         update_streaming_settings(card, "controller", {
-            k: thresholds[k] for k in ("widen_below_snr_db", "hysteresis_db", "min_dwell_s")})
+            k: thresholds[k]
+            for k in ("levels", "widen_below_snr_db", "hysteresis_db", "min_dwell_s")})
     keywords = tuple(lab for lab in card.labels if not lab.startswith("_"))
     audio, events, segments = long_stream(evalset, keywords, words_per_segment=8)
     runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
@@ -109,16 +111,42 @@ def main(argv=None) -> int:
 CALIBRATION_SNRS = (30.0, 20.0, 15.0, 10.0, 5.0, 0.0)
 
 
-def choose_thresholds(model: str, evalset, tolerance_points: float = 0.5) -> dict:
-    """Measure per-level accuracy and the tracker's SNR estimate at each true SNR.
+def level_costs_us(model: str, evalset, repeats: int = 7, calls: int = 50) -> dict[str, float]:
+    """Median CPU microseconds per window of each engine level (interleaved repetitions)."""
+    from voxquant.models.cards import resolve_model
+    from voxquant.runners import make_runner
+    from voxquant.stream.frontend import compute_features
 
-    A level is allowed down to the lowest true SNR above which it stays within
-    ``tolerance_points`` of fp32 everywhere; the controller widens below the
-    tracker's median estimate halfway between that SNR and the next lower one.
+    card = resolve_model(model)
+    runner = make_runner(card, "voxquant")
+    window = compute_features(evalset.audio[0], card.frontend)[: card.window_frames]
+    times: dict[str, list[float]] = {lv: [] for lv in ("int8", "int16", "fp32")}
+    for _ in range(repeats):
+        for lv in times:
+            runner.run(window, lv)
+            t0 = time.thread_time()
+            for _ in range(calls):
+                runner.run(window, lv)
+            times[lv].append((time.thread_time() - t0) / calls * 1e6)
+    return {lv: float(np.median(v)) for lv, v in times.items()}
+
+
+def choose_thresholds(model: str, evalset, tolerance_points: float = 0.5) -> dict:
+    """Measure per-level cost, accuracy and the tracker's SNR estimate at each true SNR.
+
+    The ladder leaves out a level that costs more per window than a wider one
+    (widening to it would spend more CPU for less accuracy). A level is allowed
+    down to the lowest true SNR above which it stays within ``tolerance_points``
+    of fp32 everywhere; the controller widens below the tracker's median
+    estimate halfway between that SNR and the next lower one.
     """
     from voxquant.evalsets import mix
     from voxquant.scoring import FileScorer
 
+    costs = level_costs_us(model, evalset)
+    order = ("int8", "int16", "fp32")
+    ladder = [lv for i, lv in enumerate(order)
+              if all(costs[lv] < costs[wider] for wider in order[i + 1:])]
     levels = {"int8": "int8-dynamic", "int16": "int16", "fp32": "fp32"}
     scorers = {lv: FileScorer(model, policy=pol) for lv, pol in levels.items()}
     snr_scorer = scorers["fp32"]
@@ -148,11 +176,13 @@ def choose_thresholds(model: str, evalset, tolerance_points: float = 0.5) -> dic
             return estimate[keys[-1]] - 10.0  # good everywhere measured
         return 0.5 * (estimate[keys[ok_down_to]] + estimate[keys[ok_down_to + 1]])
 
-    t_int16, t_fp32 = widen_below("int8"), widen_below("int16")
-    t_fp32 = min(t_fp32, t_int16 - 1.0)  # the ladder must be strictly decreasing
-    return {"widen_below_snr_db": [round(t_int16, 1), round(t_fp32, 1)], "hysteresis_db": 3.0,
+    widen = []
+    for lv in ladder[:-1]:  # the ladder must be strictly decreasing
+        t = widen_below(lv)
+        widen.append(round(t if not widen else min(t, widen[-1] - 1.0), 1))
+    return {"levels": ladder, "widen_below_snr_db": widen, "hysteresis_db": 3.0,
             "min_dwell_s": 1.0, "tolerance_points": tolerance_points,
-            "accuracy": acc, "estimated_snr_db": estimate}
+            "level_cost_us": costs, "accuracy": acc, "estimated_snr_db": estimate}
 
 
 def _targets(by: dict, acc: dict) -> list[dict]:
@@ -197,6 +227,9 @@ def _markdown(doc: dict) -> str:
     tgt = [[t["target"], t["measured"], "yes" if t["met"] else "**no**"]
            for t in doc["targets"]]
     th = doc["thresholds"]
+    costs = ", ".join(f"{lv} {us:.0f}" for lv, us in th["level_cost_us"].items())
+    widen = ", ".join(f"widen to {lv} below {t} dB"
+                      for lv, t in zip(th["levels"][1:], th["widen_below_snr_db"])) or "none"
     th_rows = [[k, f"{th['estimated_snr_db'][k]:.1f}"]
                + [f"{100 * th['accuracy'][lv][k]:.1f}%" for lv in ("int8", "int16", "fp32")]
                for k in th["estimated_snr_db"]]
@@ -228,16 +261,17 @@ hour of keyword-free speech) is in `docs/detection.md`, written by `benchmarks/d
   rises 3 dB/s), a peak tracker of the speech level, their difference as the SNR estimate; the
   gate skips the model while the energy stays within 6 dB of the floor, with a hang-over longer
   than one model window so a keyword's whole window is scored.
-- **Controller** (`stream/controller.py`): estimated SNR to precision level (int8, int16, fp32),
-  widening at once and narrowing only after the SNR has stood 3 dB above the threshold for the
-  minimum dwell time. The thresholds are measured (below).
+- **Controller** (`stream/controller.py`): estimated SNR to precision level (a ladder from
+  int8 to fp32, measured below), widening at once and narrowing only after the SNR has stood
+  3 dB above the threshold for the minimum dwell time. The thresholds are measured (below).
 - **Model** (`voxquant/runners.py`): window mode runs the whole 49-frame window in one compiled
   call; incremental mode updates only the newest rows of each causal layer per hop: every
   layer's output is a ring of rows in the arena, so a hop slides the rings instead of copying
   cached rows, and only the new feature frame is quantized (integer levels then use the
   calibrated static scales, since cached rows must keep their scales).
 - **Detector** (`stream/detector.py`): posteriors averaged over the last 3 windows, per-keyword
-  thresholds, 1 s refractory period.
+  thresholds; a keyword that crosses its threshold waits 200 ms for a better-scoring one
+  (peak picking), then fires; 1 s refractory period.
 
 ## The stream
 
@@ -251,8 +285,10 @@ controller and detector.
 
 {markdown_table(head, rows)}
 
-Recall and false alarms here come from a short stream and are indicative only; latency is
-stream time from a keyword's last sample to the end of the window that fired.
+Recall and false alarms here come from a short stream and are indicative only. A detection hits
+a keyword when its window overlaps the spoken word (found in the clean clip with
+`librosa.effects.trim`, 30 dB); latency is stream time from the word's last spoken sample to
+the end of the newest window when the detection was decided.
 
 ## Clip accuracy against noise, per policy
 
@@ -266,8 +302,10 @@ For each true SNR, the validation clips were mixed with held-out noise and score
 precision level; the noise tracker's SNR estimate (the same tracker the spotter runs) was
 recorded per clip. A level is used down to the lowest true SNR above which it stays within
 {th['tolerance_points']} points of fp32; the controller widens below the median estimate
-halfway to the next lower SNR. Measured thresholds (tracker units): widen to int16 below
-{th['widen_below_snr_db'][0]} dB, to fp32 below {th['widen_below_snr_db'][1]} dB, hysteresis
+halfway to the next lower SNR. A level that costs more per window than a wider one is
+left out of the ladder (CPU µs per window here: {costs}; int16 on the sensitive layers only,
+`mixed` in `docs/engine.md`, also costs more than fp32 with this engine), so the ladder is
+{' -> '.join(th['levels'])}. Measured thresholds (tracker units): {widen}; hysteresis
 {th['hysteresis_db']} dB, minimum dwell {th['min_dwell_s']} s. They are saved beside the model
 (`<model>.streaming.json`) by `--write-thresholds`.
 

@@ -37,13 +37,29 @@ class ControllerConfig:
         if any(a <= b for a, b in zip(self.widen_below_snr_db, self.widen_below_snr_db[1:])):
             raise ConfigError("widen_below_snr_db must be strictly decreasing")
 
+    def restricted_to(self, offered: Sequence[str]) -> ControllerConfig:
+        """The same ladder without the levels a runner does not offer.
+
+        A dropped level's threshold goes with it: the next wider level offered
+        takes over below the dropped level's threshold.
+        """
+        keep = [i for i, lv in enumerate(self.levels) if lv in offered]
+        if not keep:
+            raise ConfigError(f"none of the controller's levels {self.levels} is offered")
+        levels = tuple(self.levels[i] for i in keep)
+        widen = tuple(self.widen_below_snr_db[i - 1] for i in keep[1:])
+        return ControllerConfig(levels=levels, widen_below_snr_db=widen,
+                                hysteresis_db=self.hysteresis_db, min_dwell_s=self.min_dwell_s)
+
 
 def controller_config(card) -> ControllerConfig:
     """The controller thresholds measured for a model, else the defaults.
 
     The ``"controller"`` entry of ``<model>.streaming.json`` beside the model
     (written by ``benchmarks/streaming.py --write-thresholds``) holds
-    ``{"widen_below_snr_db": [...], ...}`` in the noise tracker's SNR units.
+    ``{"levels": [...], "widen_below_snr_db": [...], ...}``, thresholds in the
+    noise tracker's SNR units; the measured ladder leaves out a level that costs
+    more than a wider one.
     """
     from voxquant.models.cards import streaming_settings
 
@@ -52,6 +68,7 @@ def controller_config(card) -> ControllerConfig:
         return ControllerConfig()
     try:
         return ControllerConfig(
+            levels=tuple(raw.get("levels", ControllerConfig.levels)),
             widen_below_snr_db=tuple(float(x) for x in raw["widen_below_snr_db"]),
             hysteresis_db=float(raw.get("hysteresis_db", 3.0)),
             min_dwell_s=float(raw.get("min_dwell_s", 1.0)),

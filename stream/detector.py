@@ -1,9 +1,11 @@
 """Posterior smoothing, per-keyword thresholds and a refractory period.
 
 One utterance should give one detection: posteriors are averaged over the last
-``smoothing_windows`` model runs, a keyword fires when its smoothed score
-crosses its threshold, and it cannot fire again (nor can any other keyword)
-until ``refractory_s`` has passed.
+``smoothing_windows`` model runs; when a keyword's smoothed score crosses its
+threshold it becomes a candidate, and for ``decision_delay_s`` the best-scoring
+keyword above its threshold replaces it (peak picking: the onset of "down" can
+look like "go" before the word is complete); then the candidate fires, and no
+keyword can fire again until ``refractory_s`` has passed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class PosteriorDetector:
         Number of most recent posterior vectors averaged.
     refractory_s : float
         Quiet time after a detection.
+    decision_delay_s : float
+        How long a candidate waits for a better-scoring keyword before it fires
+        (0: fire at the first crossing). Adds at most this much latency.
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class PosteriorDetector:
         default_threshold: float = 0.8,
         smoothing_windows: int = 3,
         refractory_s: float = 1.0,
+        decision_delay_s: float = 0.0,
     ):
         self.labels = tuple(labels)
         n = len(self.labels)
@@ -57,6 +63,7 @@ class PosteriorDetector:
         self.is_keyword = np.array([lab not in NON_KEYWORDS for lab in self.labels])
         self.smoothing_windows = max(1, int(smoothing_windows))
         self.refractory_s = float(refractory_s)
+        self.decision_delay_s = max(0.0, float(decision_delay_s))
         self._history = np.zeros((self.smoothing_windows, n))
         self.smoothed = np.zeros(n)
         self.reset()
@@ -65,6 +72,10 @@ class PosteriorDetector:
         self._history[:] = 0.0
         self._count = 0
         self._next_allowed_s = -np.inf
+        self._candidate = -1  # pending keyword index, -1: none
+        self._candidate_since_s = 0.0
+        self.fired_score = 0.0
+        self.fired_position = 0
 
     def clear_history(self) -> None:
         """Forget recent posteriors (e.g. after the gate closed)."""
@@ -75,21 +86,34 @@ class PosteriorDetector:
         """Take back the last detection's refractory period (a second stage rejected it)."""
         self._next_allowed_s = -np.inf
 
-    def update(self, probs: np.ndarray, time_s: float) -> int | None:
+    def update(self, probs: np.ndarray, time_s: float, position: int = 0) -> int | None:
         """Feed one window's posteriors at stream time ``time_s``.
 
-        Returns the index of the keyword that fired, or None.
+        ``position`` is any tag of the window (the spotter passes its end sample).
+        Returns the index of the keyword that fired, or None; when one fires,
+        ``fired_score`` and ``fired_position`` describe its best window.
         """
         self._history[self._count % self.smoothing_windows] = probs
         self._count += 1
         k = min(self._count, self.smoothing_windows)
         np.mean(self._history[:k] if self._count < self.smoothing_windows else self._history,
                 axis=0, out=self.smoothed)
-        if time_s < self._next_allowed_s:
+        if self._candidate < 0 and time_s < self._next_allowed_s:
             return None
-        scores = np.where(self.is_keyword, self.smoothed, -1.0)
+        scores = np.where(self.is_keyword & (self.smoothed >= self.thresholds),
+                          self.smoothed, -1.0)
         best = int(np.argmax(scores))
-        if scores[best] >= self.thresholds[best]:
-            self._next_allowed_s = time_s + self.refractory_s
-            return best
-        return None
+        if scores[best] >= 0.0 and (self._candidate < 0 or scores[best] > self.fired_score):
+            if self._candidate < 0:
+                self._candidate_since_s = time_s
+            self._candidate, self.fired_score, self.fired_position = best, scores[best], position
+        return self.poll(time_s)
+
+    def poll(self, time_s: float) -> int | None:
+        """Fire the pending candidate once its decision delay has passed (also without a
+        new window, e.g. while the gate is shut)."""
+        if self._candidate < 0 or time_s - self._candidate_since_s < self.decision_delay_s - 1e-9:
+            return None
+        fired, self._candidate = self._candidate, -1
+        self._next_allowed_s = time_s + self.refractory_s
+        return fired

@@ -56,6 +56,18 @@ def test_controller_widens_at_once_and_narrows_after_dwell_with_hysteresis():
         ControllerConfig(widen_below_snr_db=(5.0, 8.0))
 
 
+def test_controller_ladder_without_unoffered_levels():
+    cfg = ControllerConfig(widen_below_snr_db=(20.0, 8.0))
+    no_int16 = cfg.restricted_to(("int8", "fp32"))
+    assert no_int16.levels == ("int8", "fp32") and no_int16.widen_below_snr_db == (8.0,)
+    only_fp32 = cfg.restricted_to(("fp32", "int8-static"))
+    assert only_fp32.levels == ("fp32",) and only_fp32.widen_below_snr_db == ()
+    ctl = PrecisionController(no_int16, hop_s=0.02)
+    assert ctl.update(30.0) == "int8" and ctl.update(5.0) == "fp32"
+    with pytest.raises(ConfigError):
+        cfg.restricted_to(("int4",))
+
+
 def test_detector_smooths_thresholds_and_refracts():
     det = PosteriorDetector(LABELS, threshold={"yes": 0.6}, default_threshold=0.9,
                             smoothing_windows=2, refractory_s=1.0)
@@ -73,6 +85,23 @@ def test_detector_smooths_thresholds_and_refracts():
     assert det.update(unknown, 0.0) is None and det.update(unknown, 0.1) is None
     with pytest.raises(ConfigError):
         PosteriorDetector(LABELS, threshold={"maybe": 0.5})
+
+
+def test_detector_waits_for_the_best_keyword():
+    """Peak picking: a weaker keyword that crossed first is replaced by a stronger one."""
+    det = PosteriorDetector(LABELS, threshold=0.6, smoothing_windows=1, decision_delay_s=0.1)
+    yes = np.array([0.7, 0.2, 0.0, 0.1])
+    no = np.array([0.05, 0.9, 0.0, 0.05])
+    assert det.update(yes, 1.00, position=100) is None  # candidate "yes", waits 0.1 s
+    assert det.update(no, 1.04, position=104) is None  # better: "no" takes over
+    assert det.update(yes, 1.08, position=108) is None
+    assert det.update(yes, 1.10, position=110) == 1  # delay counted from the first crossing
+    assert det.fired_score == pytest.approx(0.9) and det.fired_position == 104
+    assert det.update(no, 1.5) is None  # refractory from the decision
+    assert det.update(no, 2.2) is None and det.poll(2.29) is None
+    assert det.poll(2.3) == 1  # fires without a new window (the gate may have shut)
+    immediate = PosteriorDetector(LABELS, threshold=0.6, smoothing_windows=1)
+    assert immediate.update(yes, 0.0) == 0
 
 
 def test_queue_drops_oldest_and_counts():

@@ -16,7 +16,7 @@ import numpy as np
 
 from voxquant.paths import EXAMPLES_DIR, shared_data_dir
 
-__all__ = ["EvalSet", "load_eval_set", "mix", "long_stream", "pink_noise"]
+__all__ = ["EvalSet", "load_eval_set", "mix", "long_stream", "pink_noise", "speech_span"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,22 @@ def _bundled(task_labels: tuple[str, ...], rng) -> EvalSet:
     )
 
 
+def speech_span(clip: np.ndarray, *, top_db: float = 30.0) -> tuple[int, int]:
+    """First and one-past-last sample of the spoken part of a (clean) clip.
+
+    Speech Commands clips are 1 s with the word anywhere inside, so a
+    detection must be judged against the word, not the clip: frames within
+    ``top_db`` of the clip's loudest frame (``librosa.effects.trim``).
+    """
+    import librosa
+
+    if not np.any(clip):
+        return 0, clip.size
+    _, (first, last) = librosa.effects.trim(clip, top_db=top_db, frame_length=400,
+                                            hop_length=160)
+    return int(first), int(last)
+
+
 def mix(speech: np.ndarray, evalset: EvalSet, snr_db: float | None, rng) -> np.ndarray:
     """``speech`` with a random noise of the set at ``snr_db`` (None: clean)."""
     if snr_db is None:
@@ -151,7 +167,9 @@ def long_stream(
     Returns
     -------
     audio, events, segments
-        events: ``{"word", "label", "start_s", "end_s", "snr_db"}`` per word;
+        events: ``{"word", "label", "start_s", "end_s", "speech_start_s",
+        "speech_end_s", "snr_db", "is_keyword"}`` per word (``start_s``/``end_s``:
+        the whole clip; ``speech_*``: the spoken part, see :func:`speech_span`);
         segments: ``(start_s, end_s, snr_db)``.
     """
     rng = np.random.default_rng(seed)
@@ -167,8 +185,11 @@ def long_stream(
             i = words[rng.integers(len(words))]
             clip = evalset.audio[i]
             pos = t + sum(p.size for p in parts)
+            first, last = speech_span(clip)
             events.append({"word": evalset.labels[i], "label": evalset.labels[i],
                            "start_s": pos / rate, "end_s": (pos + clip.size) / rate,
+                           "speech_start_s": (pos + first) / rate,
+                           "speech_end_s": (pos + last) / rate,
                            "snr_db": snr, "is_keyword": evalset.labels[i] in keywords})
             parts += [clip, np.zeros(int(gap_s * rate), np.float32)]
         seg = np.concatenate(parts)

@@ -105,22 +105,25 @@ def stream_costs(model: str, audio: np.ndarray, events: list[dict], policies, ru
 def match_detections(detections, events) -> tuple[list[bool], int, list[float]]:
     """Which keyword events were hit, how many detections were false alarms, latencies.
 
-    A detection hits a keyword event when it names the same word and its window
-    overlaps the word (0.5 s of slack); each detection hits at most one event.
-    Latency: from the word's last sample to the end of the window that fired.
+    A detection hits a keyword event when it names the same word and the window
+    that fired overlaps the spoken word (``speech_start_s`` .. ``speech_end_s``;
+    the whole clip when an event has no speech span); each detection hits at
+    most one event and each event at most one detection.
+    Latency: from the word's last spoken sample to the end of the window that fired.
     """
     used = set()
     hit_flags, latencies = [], []
     for e in events:
         if not e["is_keyword"]:
             continue
+        first = e.get("speech_start_s", e["start_s"])
+        last = e.get("speech_end_s", e["end_s"])
         hit = False
         for j, d in enumerate(detections):
-            if j not in used and d.keyword == e["label"] and d.start_s - 0.5 <= e["start_s"] \
-                    and d.end_s + 0.5 >= e["end_s"]:
+            if j not in used and d.keyword == e["label"] and d.start_s < last and d.end_s > first:
                 used.add(j)
                 hit = True
-                latencies.append(d.end_s - e["end_s"])
+                latencies.append(d.end_s - last)
                 break
         hit_flags.append(hit)
     return hit_flags, len(detections) - len(used), latencies

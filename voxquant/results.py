@@ -19,10 +19,11 @@ class Detection:
     keyword : str
         The detected class name.
     score : float
-        Smoothed posterior at the detection (0..1).
+        The keyword's best smoothed posterior while it was a candidate (0..1).
     start_s, end_s : float
-        Time span of the model window that fired, in seconds from the start
-        of the stream.
+        Time span of the newest model window when the detection was decided,
+        in seconds from the start of the stream (``end_s`` minus the word's end
+        is the latency).
     precision : str
         Precision level in force when it fired (``"int8"``, ``"int16"``, ``"fp32"``).
     """

@@ -105,9 +105,9 @@ class FileScorer:
         self._features = np.zeros((max_frames, fe.n_features), np.float32)
         self._energy = np.zeros(max_frames, np.float64)
         self._window_samples = (self.card.window_frames - 1) * fe.hop_samples + fe.window_samples
-        self._levels = tuple(lv for lv in ("int8", "int16", "fp32") if lv in self._runner.levels)
-        self._controller = PrecisionController(controller_config(self.card),
-                                               hop_s=fe.hop_samples / fe.sample_rate_hz)
+        self._controller = PrecisionController(
+            controller_config(self.card).restricted_to(self._runner.levels),
+            hop_s=fe.hop_samples / fe.sample_rate_hz)
         self._spotter: KeywordSpotter | None = None
 
     def score(self, path: str | Path, label: str | None = None) -> ScoreRow:
@@ -129,8 +129,7 @@ class FileScorer:
         if fixed is not None:
             return fixed
         snr_db = clip_snr_db(energies)
-        level = self._controller.target_level(snr_db)
-        return self._levels[min(level, len(self._levels) - 1)]
+        return self._controller.levels[self._controller.target_level(snr_db)]
 
     def snr_db(self, audio: np.ndarray) -> float:
         """The noise tracker's SNR estimate for a clip (what ``adaptive`` decides on)."""

@@ -77,6 +77,9 @@ class KeywordSpotter:
         Run the model every ``stride_hops`` feature hops (1 = every hop).
     refractory_ms : float
         Quiet time after a detection.
+    decision_delay_ms : float
+        How long a keyword that crossed its threshold waits for a better-scoring
+        one before it is reported (peak picking; adds at most this latency).
     smoothing_windows : int
         Posterior vectors averaged before thresholding.
     gate : bool, optional
@@ -114,6 +117,7 @@ class KeywordSpotter:
         sample_rate_hz: int = 16000,
         stride_hops: int = 1,
         refractory_ms: float = 1000.0,
+        decision_delay_ms: float = 200.0,
         smoothing_windows: int = 3,
         gate: bool | None = None,
         controller: ControllerConfig | None = None,
@@ -151,19 +155,12 @@ class KeywordSpotter:
             threshold=threshold,
             smoothing_windows=smoothing_windows,
             refractory_s=refractory_ms / 1000.0,
+            decision_delay_s=decision_delay_ms / 1000.0,
         )
         self._noise = NoiseTracker(hop_s=self.hop_s)
         self._gate = EnergyGate(hop_s=self.hop_s, hangover_s=max(1.2, self.card.window_s + 0.2))
         self.gate_enabled = (policy == "adaptive") if gate is None else bool(gate)
-        levels = tuple(lv for lv in ("int8", "int16", "fp32") if lv in self._runner.levels)
-        cfg = controller or controller_config(self.card)
-        if policy == "adaptive" and cfg.levels != levels:
-            cfg = ControllerConfig(
-                levels=levels,
-                widen_below_snr_db=cfg.widen_below_snr_db[: len(levels) - 1],
-                hysteresis_db=cfg.hysteresis_db,
-                min_dwell_s=cfg.min_dwell_s,
-            )
+        cfg = (controller or controller_config(self.card)).restricted_to(self._runner.levels)
         self._controller = PrecisionController(cfg, hop_s=self.hop_s)
         self._resampler = None
         if self.sample_rate_hz != fe.sample_rate_hz:
@@ -182,8 +179,10 @@ class KeywordSpotter:
         self._confirm = self._make_confirmer(confirm, confirm_threshold)
         self._history = None
         if self._confirm is not None:  # the raw audio the second model needs
-            self._history = AudioHistory(self._confirm.window_samples
-                                         + (self._feat_buf.shape[0] + 1) * fe.hop_samples)
+            delay_hops = int(np.ceil(decision_delay_ms / 1000.0 / self.hop_s))
+            self._history = AudioHistory(
+                self._confirm.window_samples
+                + (self._feat_buf.shape[0] + 1 + delay_hops) * fe.hop_samples)
         self.reset()
 
     def _make_confirmer(self, confirm, threshold: float) -> Confirmer | None:
@@ -362,6 +361,7 @@ class KeywordSpotter:
             self._detector.clear_history()
             self.scores[:] = 0.0
             self._primed_level = None
+            fired = self._detector.poll(end_s)
         else:
             t0 = time.thread_time()
             if not self.incremental:
@@ -377,22 +377,22 @@ class KeywordSpotter:
             self._precision_windows[level] = self._precision_windows.get(level, 0) + 1
             self._precision_cpu[level] = self._precision_cpu.get(level, 0.0) + dt
             self.scores[:] = probs
-            fired = self._detector.update(probs, end_s)
+            fired = self._detector.update(probs, end_s, end_sample)
             if self.record_posteriors:
                 self.posteriors.append((end_s, self._detector.smoothed.copy()))
-            if fired is not None and self._confirm is not None and not self._confirmed(
-                    fired, end_sample):
-                fired = None
-            if fired is not None:
-                detections.append(
-                    Detection(
-                        keyword=self.card.labels[fired],
-                        score=float(self._detector.smoothed[fired]),
-                        start_s=max(0.0, end_s - self.card.window_s),
-                        end_s=end_s,
-                        precision=level,
-                    )
+        if fired is not None and self._confirm is not None and not self._confirmed(
+                fired, self._detector.fired_position):
+            fired = None
+        if fired is not None:
+            detections.append(
+                Detection(
+                    keyword=self.card.labels[fired],
+                    score=float(self._detector.fired_score),
+                    start_s=max(0.0, end_s - self.card.window_s),
+                    end_s=end_s,
+                    precision=level,
                 )
+            )
         if self.trace_enabled:
             self.trace.append(
                 TraceRow(end_s, est.energy_dbfs, est.noise_floor_dbfs, est.snr_db, level,
