@@ -66,6 +66,8 @@ class PosteriorDetector:
         self.decision_delay_s = max(0.0, float(decision_delay_s))
         self._history = np.zeros((self.smoothing_windows, n))
         self.smoothed = np.zeros(n)
+        self._over = np.zeros(n, bool)  # per-hop scratch: no allocation in update()
+        self._scores = np.zeros(n)
         self.reset()
 
     def reset(self) -> None:
@@ -95,18 +97,22 @@ class PosteriorDetector:
         """
         self._history[self._count % self.smoothing_windows] = probs
         self._count += 1
-        k = min(self._count, self.smoothing_windows)
-        np.mean(self._history[:k] if self._count < self.smoothing_windows else self._history,
-                axis=0, out=self.smoothed)
+        # rows not filled yet are zeros, so the sum over all rows is the sum over the filled
+        np.add.reduce(self._history, axis=0, out=self.smoothed)
+        np.divide(self.smoothed, min(self._count, self.smoothing_windows), out=self.smoothed)
         if self._candidate < 0 and time_s < self._next_allowed_s:
             return None
-        scores = np.where(self.is_keyword & (self.smoothed >= self.thresholds),
-                          self.smoothed, -1.0)
-        best = int(np.argmax(scores))
-        if scores[best] >= 0.0 and (self._candidate < 0 or scores[best] > self.fired_score):
-            if self._candidate < 0:
-                self._candidate_since_s = time_s
-            self._candidate, self.fired_score, self.fired_position = best, scores[best], position
+        np.greater_equal(self.smoothed, self.thresholds, out=self._over)
+        self._over &= self.is_keyword
+        if self._over.any():  # rare: most hops end here
+            self._scores.fill(-1.0)
+            np.copyto(self._scores, self.smoothed, where=self._over)
+            best = int(self._scores.argmax())
+            score = float(self._scores[best])
+            if self._candidate < 0 or score > self.fired_score:
+                if self._candidate < 0:
+                    self._candidate_since_s = time_s
+                self._candidate, self.fired_score, self.fired_position = best, score, position
         return self.poll(time_s)
 
     def poll(self, time_s: float) -> int | None:

@@ -9,6 +9,7 @@ posteriors into :class:`~voxquant.results.Detection` events.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -338,7 +339,7 @@ class KeywordSpotter:
     def _hop(self, frame: np.ndarray, mean_square: float, detections: list[Detection]) -> float:
         self._frames.push(frame)
         self._hops += 1
-        energy_dbfs = max(-100.0, 10.0 * np.log10(mean_square + 1e-12) + 3.0103)
+        energy_dbfs = max(-100.0, 10.0 * math.log10(mean_square + 1e-12) + 3.0103)
         est = self._noise.update(energy_dbfs)
         fixed = POLICIES[self.policy]
         level = fixed if fixed is not None else self._controller.update(est.snr_db)
