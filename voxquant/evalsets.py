@@ -178,6 +178,7 @@ def long_stream(
     t = 0
     words = [i for i, lab in enumerate(evalset.labels) if lab != "_silence_"]
     speech_rms = np.sqrt(np.mean([np.mean(evalset.audio[i] ** 2) for i in words]))
+    spans: dict[int, tuple[int, int]] = {}
     for snr in segment_snrs:
         seg_start = t
         parts = [np.zeros(int(quiet_s * rate), np.float32)]
@@ -185,7 +186,9 @@ def long_stream(
             i = words[rng.integers(len(words))]
             clip = evalset.audio[i]
             pos = t + sum(p.size for p in parts)
-            first, last = speech_span(clip)
+            if i not in spans:  # a clip can be drawn many times: trim it once
+                spans[i] = speech_span(clip)
+            first, last = spans[i]
             events.append({"word": evalset.labels[i], "label": evalset.labels[i],
                            "start_s": pos / rate, "end_s": (pos + clip.size) / rate,
                            "speech_start_s": (pos + first) / rate,

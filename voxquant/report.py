@@ -106,8 +106,8 @@ def match_detections(detections, events) -> tuple[list[bool], int, list[float]]:
     """Which keyword events were hit, how many detections were false alarms, latencies.
 
     A detection hits a keyword event when it names the same word and the window
-    that fired overlaps the spoken word (``speech_start_s`` .. ``speech_end_s``;
-    the whole clip when an event has no speech span); each detection hits at
+    that fired overlaps the spoken word (``speech_start_s`` .. ``speech_end_s``
+    of :func:`voxquant.evalsets.long_stream`'s events); each detection hits at
     most one event and each event at most one detection.
     Latency: from the word's last spoken sample to the end of the window that fired.
     """
@@ -116,8 +116,7 @@ def match_detections(detections, events) -> tuple[list[bool], int, list[float]]:
     for e in events:
         if not e["is_keyword"]:
             continue
-        first = e.get("speech_start_s", e["start_s"])
-        last = e.get("speech_end_s", e["end_s"])
+        first, last = e["speech_start_s"], e["speech_end_s"]
         hit = False
         for j, d in enumerate(detections):
             if j not in used and d.keyword == e["label"] and d.start_s < last and d.end_s > first:

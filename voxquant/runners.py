@@ -17,7 +17,6 @@ from voxquant.models.cards import ModelCard
 __all__ = ["make_runner"]
 
 
-
 class _OnnxRuntimeRunner:
     """fp32 baseline through onnxruntime (single thread)."""
 

@@ -161,7 +161,9 @@ class KeywordSpotter:
         self._noise = NoiseTracker(hop_s=self.hop_s)
         self._gate = EnergyGate(hop_s=self.hop_s, hangover_s=max(1.2, self.card.window_s + 0.2))
         self.gate_enabled = (policy == "adaptive") if gate is None else bool(gate)
-        cfg = (controller or controller_config(self.card)).restricted_to(self._runner.levels)
+        cfg = controller or controller_config(self.card)
+        if policy == "adaptive":  # only adaptive climbs the ladder
+            cfg = cfg.restricted_to(self._runner.levels)
         self._controller = PrecisionController(cfg, hop_s=self.hop_s)
         self._resampler = None
         if self.sample_rate_hz != fe.sample_rate_hz:
