@@ -1608,17 +1608,19 @@ def _ensure(t, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F
 
 
 @njit(cache=True)
-def _advance_rings(ring, t_off, t_size, F, Q8, Q16):
-    """Slide every ring tensor's window by one row (incremental mode).
+def _advance_rings(ring, t_off, t_size, F, Q8, Q16, k):
+    """Slide every ring tensor's window by ``k`` rows (incremental mode).
 
     A ring tensor of ``rows`` logical rows lives in twice that many physical
     rows; its window starts at physical row ``start``. Sliding moves ``start``
-    one row on, so the oldest row drops out and the newest logical row is free
-    for the layer to compute. Only when the window would run past the end are
-    the ``rows - 1`` kept rows copied back to the front (all three precision
-    copies), once every ``rows + 1`` steps: about one row copied per step
-    instead of the whole tensor (measured on kws12: 42 us of copying per step
-    with a shift, under 1 us with the ring).
+    ``k`` rows on, so the oldest rows drop out and the newest ``k`` logical rows
+    are free for the layer to compute. The ``k - 1`` rows before the new start
+    stay in place, so the windows ending at each of the ``k`` new rows can be read
+    too (see :func:`run_network`). Only when the window would run past the end are
+    the ``rows - 1`` rows after the old start copied back to the front (all three
+    precision copies): about ``k`` rows copied per step instead of the whole
+    tensor (measured on kws12: 42 us of copying per step with a shift, under 1 us
+    with the ring). Needs ``k <= rows + 1``.
     """
     for t in range(ring.shape[0]):
         rows = ring[t, RING_ROWS]
@@ -1626,15 +1628,15 @@ def _advance_rings(ring, t_off, t_size, F, Q8, Q16):
             continue
         row = t_size[t] // rows
         base = ring[t, RING_BASE]
-        s = ring[t, RING_START] + 1
+        s = ring[t, RING_START] + k
         if s > rows:
-            src = base + s * row
+            src = base + (ring[t, RING_START] + 1) * row
             n = (rows - 1) * row
             for j in range(n):
                 F[base + j] = F[src + j]
                 Q8[base + j] = Q8[src + j]
                 Q16[base + j] = Q16[src + j]
-            s = 0
+            s = k - 1
         ring[t, RING_START] = s
         t_off[t] = base + s * row
 
@@ -1772,100 +1774,13 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
     valid[tout] = 1 << p
 
 
-@intrinsic
-def _borrow(typingctx, arr):
-    """The same array without its reference-counted owner (meminfo set to NULL).
-
-    Numba increments and decrements (atomically) the owner of every array
-    argument at each call of a jitted function; with some 40 arrays handed down
-    through several helper calls per layer that cost about a third of an
-    incremental step (measured on kws12 with perf: ``lock incq/decq`` in
-    ``NRT_incref/decref``). A borrowed view skips them. Only valid while the
-    original array is alive, i.e. inside the call that borrowed it.
-    """
-    sig = arr(arr)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, value=args[0])
-        ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
-        return ary._getvalue()
-
-    return sig, codegen
-
-
 @njit(cache=True)
-def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, qmode,
-                st_scale, st_zp, ost, alpha, qsc, qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16,
-                b_f32, ws8, ws16, b_i32, mult, shift, acc_f, acc_i32, acc_i64, mscale,
-                ring, advance, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf, wpk_d, xw_d, acc_td):
-    """Run all layers once (one window, or one incremental step via ``rows``).
-
-    ``x_f32`` (or ``x_q8`` when ``input_prec`` is int8, using tensor 0's static
-    qparams) is written to tensor 0; ``out`` receives the last tensor in fp32.
-    Running-mode EMAs are updated at the end from the ranges seen in this call.
-
-    Incremental mode: ``advance == 1`` first slides every ring tensor (``ring``,
-    see :func:`_advance_rings`) by one row, so each layer's cached rows move up
-    by one and ``rows`` recomputes only the rows that changed. ``x_f32`` may
-    then hold only the newest rows of tensor 0; with ``advance == 1`` and a
-    static input scale, only those rows are quantized (the cached rows keep
-    their integer copies).
-
-    ``wpk_i`` / ``wpk_f`` / ``wpk_d`` are the GEMM-packed weights of G == 1 convs (int8 as
-    int16, fp32, int16 as float64; offsets in ``L[:, LP_PKI/LP_PKF/LP_PKD]``), ``xw_*`` the
-    im2col scratch and ``acc_t*`` the tile outputs (``acc_tf`` also the int stores' min/max).
-    """
-    x_f32, x_q8, out, L, LF, prec, rows = (_borrow(x_f32), _borrow(x_q8), _borrow(out),
-                                           _borrow(L), _borrow(LF), _borrow(prec), _borrow(rows))
-    t_off, t_size, qmode, st_scale, st_zp, ost = (_borrow(t_off), _borrow(t_size),
-                                                  _borrow(qmode), _borrow(st_scale),
-                                                  _borrow(st_zp), _borrow(ost))
-    qsc, qzp, valid, F, Q8, Q16 = (_borrow(qsc), _borrow(qzp), _borrow(valid), _borrow(F),
-                                   _borrow(Q8), _borrow(Q16))
-    w_f32, w_i8, w_i16, b_f32, ws8, ws16 = (_borrow(w_f32), _borrow(w_i8), _borrow(w_i16),
-                                            _borrow(b_f32), _borrow(ws8), _borrow(ws16))
-    b_i32, mult, shift, acc_f, acc_i32, acc_i64 = (_borrow(b_i32), _borrow(mult),
-                                                   _borrow(shift), _borrow(acc_f),
-                                                   _borrow(acc_i32), _borrow(acc_i64))
-    mscale, ring, wpk_i, wpk_f, xw_i, xw_f = (_borrow(mscale), _borrow(ring), _borrow(wpk_i),
-                                              _borrow(wpk_f), _borrow(xw_i), _borrow(xw_f))
-    acc_ti, acc_tf, wpk_d, xw_d, acc_td = (_borrow(acc_ti), _borrow(acc_tf), _borrow(wpk_d),
-                                           _borrow(xw_d), _borrow(acc_td))
-    n_layers = L.shape[0]
-    n_t = t_off.shape[0]
-    if advance == 1:
-        _advance_rings(ring, t_off, t_size, F, Q8, Q16)
-    for t in range(n_t):
-        valid[t] = 0
-        ost[t, OS_SEEN] = 0
-    off0 = t_off[0]
-    if input_prec == P_I8:
-        for j in range(t_size[0]):
-            Q8[off0 + j] = x_q8[j]
-        qsc[0, P_I8] = st_scale[0, P_I8]
-        qzp[0, P_I8] = st_zp[0, P_I8]
-        valid[0] = 1 << P_I8
-    else:
-        start = t_size[0] - x_f32.shape[0]  # x_f32 holds the newest rows of tensor 0
-        for j in range(x_f32.shape[0]):
-            F[off0 + start + j] = x_f32[j]
-        valid[0] = 1
-        p0 = prec[0]
-        if (advance == 1 and start > 0 and p0 != P_F32 and qmode[0] == Q_STATIC
-                and ring[0, RING_VALID] & (1 << p0)):
-            qmin, qmax = _qrange(p0)
-            scale, zp = st_scale[0, p0], st_zp[0, p0]
-            if p0 == P_I8:
-                sat = _quantize_region(F, Q8, off0 + start, x_f32.shape[0], scale, zp, qmin,
-                                       qmax)
-            else:
-                sat = _quantize_region(F, Q16, off0 + start, x_f32.shape[0], scale, zp, qmin,
-                                       qmax)
-            mn, mx = _range(F, off0 + start, x_f32.shape[0])
-            _note_range(0, ost, mn, mx, sat)
-            qsc[0, p0], qzp[0, p0] = scale, zp
-            valid[0] |= 1 << p0
-    for i in range(n_layers):
+def _run_layers(i0, i1, L, LF, prec, rows, t_off, t_size, qmode, st_scale, st_zp, ost, qsc, qzp,
+                valid, F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift,
+                acc_f, acc_i32, acc_i64, mscale, ring, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf,
+                wpk_d, xw_d, acc_td):
+    """Run layers ``i0 .. i1 - 1`` (arguments as :func:`run_network`)."""
+    for i in range(i0, i1):
         op = L[i, LP_OP]
         p = prec[i]
         tin = L[i, LP_IN0]
@@ -1931,13 +1846,141 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
             for j in range(n):
                 F[o0 + j] = F[o0 + j] / s
             valid[tout] = 1
+
+
+@intrinsic
+def _borrow(typingctx, arr):
+    """The same array without its reference-counted owner (meminfo set to NULL).
+
+    Numba increments and decrements (atomically) the owner of every array
+    argument at each call of a jitted function; with some 40 arrays handed down
+    through several helper calls per layer that cost about a third of an
+    incremental step (measured on kws12 with perf: ``lock incq/decq`` in
+    ``NRT_incref/decref``). A borrowed view skips them. Only valid while the
+    original array is alive, i.e. inside the call that borrowed it.
+    """
+    sig = arr(arr)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, value=args[0])
+        ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
+        return ary._getvalue()
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, qmode,
+                st_scale, st_zp, ost, alpha, qsc, qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16,
+                b_f32, ws8, ws16, b_i32, mult, shift, acc_f, acc_i32, acc_i64, mscale,
+                ring, advance, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf, wpk_d, xw_d, acc_td):
+    """Run all layers once (one window, or one incremental step via ``rows``).
+
+    ``x_f32`` (or ``x_q8`` when ``input_prec`` is int8, using tensor 0's static
+    qparams) is written to tensor 0; ``out`` receives the last tensor in fp32.
+    Running-mode EMAs are updated at the end from the ranges seen in this call.
+
+    Incremental mode: ``advance == k >= 1`` first slides every ring tensor
+    (``ring``, see :func:`_advance_rings`) by ``k`` rows, so each layer's cached
+    rows move up and ``rows`` recomputes only the rows that changed. ``x_f32``
+    may then hold only the newest ``k`` rows of tensor 0; with a static input
+    scale, only those rows are quantized (the cached rows keep their integer
+    copies). With ``k > 1`` the layers after the last ring tensor (the head: the
+    global pool and what follows it) run once for each of the ``k`` windows ending
+    at the new rows, each ring read ``k - 1 - j`` rows back for window ``j``, and
+    ``out`` receives the ``k`` outputs one after another. That needs every ring
+    layer's new rows to be its last ``k`` rows (no rows recomputed because of
+    zero padding at the window's start).
+
+    ``wpk_i`` / ``wpk_f`` / ``wpk_d`` are the GEMM-packed weights of G == 1 convs (int8 as
+    int16, fp32, int16 as float64; offsets in ``L[:, LP_PKI/LP_PKF/LP_PKD]``), ``xw_*`` the
+    im2col scratch and ``acc_t*`` the tile outputs (``acc_tf`` also the int stores' min/max).
+    """
+    x_f32, x_q8, out, L, LF, prec, rows = (_borrow(x_f32), _borrow(x_q8), _borrow(out),
+                                           _borrow(L), _borrow(LF), _borrow(prec), _borrow(rows))
+    t_off, t_size, qmode, st_scale, st_zp, ost = (_borrow(t_off), _borrow(t_size),
+                                                  _borrow(qmode), _borrow(st_scale),
+                                                  _borrow(st_zp), _borrow(ost))
+    qsc, qzp, valid, F, Q8, Q16 = (_borrow(qsc), _borrow(qzp), _borrow(valid), _borrow(F),
+                                   _borrow(Q8), _borrow(Q16))
+    w_f32, w_i8, w_i16, b_f32, ws8, ws16 = (_borrow(w_f32), _borrow(w_i8), _borrow(w_i16),
+                                            _borrow(b_f32), _borrow(ws8), _borrow(ws16))
+    b_i32, mult, shift, acc_f, acc_i32, acc_i64 = (_borrow(b_i32), _borrow(mult),
+                                                   _borrow(shift), _borrow(acc_f),
+                                                   _borrow(acc_i32), _borrow(acc_i64))
+    mscale, ring, wpk_i, wpk_f, xw_i, xw_f = (_borrow(mscale), _borrow(ring), _borrow(wpk_i),
+                                              _borrow(wpk_f), _borrow(xw_i), _borrow(xw_f))
+    acc_ti, acc_tf, wpk_d, xw_d, acc_td = (_borrow(acc_ti), _borrow(acc_tf), _borrow(wpk_d),
+                                           _borrow(xw_d), _borrow(acc_td))
+    n_layers = L.shape[0]
+    n_t = t_off.shape[0]
+    if advance >= 1:
+        _advance_rings(ring, t_off, t_size, F, Q8, Q16, advance)
+    n_main = n_layers  # layers run once; the head after them runs once per new row
+    if advance > 1:
+        n_main = 0
+        while n_main < n_layers and ring[L[n_main, LP_OUT], RING_ROWS] > 0:
+            n_main += 1
+    for t in range(n_t):
+        valid[t] = 0
+        ost[t, OS_SEEN] = 0
+    off0 = t_off[0]
+    if input_prec == P_I8:
+        for j in range(t_size[0]):
+            Q8[off0 + j] = x_q8[j]
+        qsc[0, P_I8] = st_scale[0, P_I8]
+        qzp[0, P_I8] = st_zp[0, P_I8]
+        valid[0] = 1 << P_I8
+    else:
+        start = t_size[0] - x_f32.shape[0]  # x_f32 holds the newest rows of tensor 0
+        for j in range(x_f32.shape[0]):
+            F[off0 + start + j] = x_f32[j]
+        valid[0] = 1
+        p0 = prec[0]
+        if (advance >= 1 and start > 0 and p0 != P_F32 and qmode[0] == Q_STATIC
+                and ring[0, RING_VALID] & (1 << p0)):
+            qmin, qmax = _qrange(p0)
+            scale, zp = st_scale[0, p0], st_zp[0, p0]
+            if p0 == P_I8:
+                sat = _quantize_region(F, Q8, off0 + start, x_f32.shape[0], scale, zp, qmin,
+                                       qmax)
+            else:
+                sat = _quantize_region(F, Q16, off0 + start, x_f32.shape[0], scale, zp, qmin,
+                                       qmax)
+            mn, mx = _range(F, off0 + start, x_f32.shape[0])
+            _note_range(0, ost, mn, mx, sat)
+            qsc[0, p0], qzp[0, p0] = scale, zp
+            valid[0] |= 1 << p0
+    _run_layers(0, n_main, L, LF, prec, rows, t_off, t_size, qmode, st_scale, st_zp, ost, qsc,
+                qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift,
+                acc_f, acc_i32, acc_i64, mscale, ring, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf,
+                wpk_d, xw_d, acc_td)
     if ring[0, RING_ROWS] > 0:
         ring[0, RING_VALID] = valid[0]
     t_last = L[n_layers - 1, LP_OUT]
-    _ensure(t_last, P_F32, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8,
-            Q16)
-    for j in range(t_size[t_last]):
-        out[j] = F[t_off[t_last] + j]
+    n_out = t_size[t_last]
+    n_views = advance if n_main < n_layers else 1
+    for j in range(n_views):
+        back = n_views - 1 - j  # rows back from the newest window
+        if n_main < n_layers:
+            for t in range(n_t):  # the ring copies the layers wrote, seen `back` rows back
+                if ring[t, RING_ROWS] > 0 and t > 0:
+                    t_off[t] -= back * (t_size[t] // ring[t, RING_ROWS])
+            for i in range(n_main):
+                t = L[i, LP_OUT]
+                if ring[t, RING_ROWS] > 0:
+                    valid[t] = 1 << (P_F32 if L[i, LP_OP] == OP_SOFTMAX else prec[i])
+            _run_layers(n_main, n_layers, L, LF, prec, rows, t_off, t_size, qmode, st_scale,
+                        st_zp, ost, qsc, qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16, b_f32,
+                        ws8, ws16, b_i32, mult, shift, acc_f, acc_i32, acc_i64, mscale, ring,
+                        wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf, wpk_d, xw_d, acc_td)
+            for t in range(n_t):
+                if ring[t, RING_ROWS] > 0 and t > 0:
+                    t_off[t] += back * (t_size[t] // ring[t, RING_ROWS])
+        _ensure(t_last, P_F32, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F,
+                Q8, Q16)
+        for jj in range(n_out):
+            out[j * n_out + jj] = F[t_off[t_last] + jj]
     for t in range(n_t):
         if ost[t, OS_SEEN] == 1 and qmode[t] == Q_RUNNING:
             if ost[t, OS_N] == 0:

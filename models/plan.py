@@ -379,13 +379,16 @@ class Plan:
         self.ost[:] = 0.0
 
     def run(self, x: np.ndarray, codes: np.ndarray, x_q8: np.ndarray | None = None,
-            rows: np.ndarray | None = None, advance: bool = False) -> np.ndarray:
+            rows: np.ndarray | None = None, advance: int = 0,
+            out: np.ndarray | None = None) -> np.ndarray:
         """One call of the compiled network; returns the output (fp32) buffer.
 
         Window mode: ``x`` is the whole input. Incremental mode (ring tensors):
-        ``advance=True`` slides the rings by one row first, ``x`` may be just the
-        newest input rows and ``rows`` [n_layers, 4] names the output rows to
-        recompute (two ranges per layer).
+        ``advance=k`` slides the rings by ``k`` rows first, ``x`` may be just the
+        newest ``k`` input rows and ``rows`` [n_layers, 4] names the output rows to
+        recompute (two ranges per layer); with ``k > 1`` the outputs of the ``k``
+        windows ending at the new rows go one after another into ``out`` (see
+        ``kernels.network.run_network``).
         """
         a = self._argv
         if a is None:
@@ -400,9 +403,10 @@ class Plan:
         a[6] = codes
         a[7] = self.rows_window if rows is None else rows
         a[14] = self.alpha
-        a[35] = 1 if advance else 0
+        a[35] = int(advance)
+        a[3] = self.out if out is None else out
         net.run_network(*a)
-        return self.out
+        return a[3]
 
     def reset_rings(self) -> None:
         """Zero the input ring and forget its integer copies (incremental mode)."""

@@ -230,8 +230,8 @@ def test_sensitivity_and_mixed_plan(causal_path):
     assert model.mixed_plan().names()[0] == "int16"
 
 
-def test_incremental_valid_padding_recomputes_one_row(tmp_path):
-    """'valid' time convolutions (no padding): one new output row per layer per frame."""
+def _valid_model(tmp_path):
+    """'valid' time convolutions (no padding), global average, dense."""
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["a"], kernel_shape=[3, F]),
         helper.make_node("Relu", ["a"], ["a1"]),
@@ -243,7 +243,12 @@ def test_incremental_valid_padding_recomputes_one_row(tmp_path):
     ]
     path = _save(tmp_path, nodes, dict(w1=_w(8, 1, 3, F), b1=_w(8), w2=_w(8, 1, 5, 1),
                                        b2=_w(8), wd=_w(5, 8), bd=_w(5)), "valid.onnx")
-    model = load(path)
+    return load(path)
+
+
+def test_incremental_valid_padding_recomputes_one_row(tmp_path):
+    """'valid' time convolutions (no padding): one new output row per layer per frame."""
+    model = _valid_model(tmp_path)
     frames = _stream(2 * T)
     model.calibrate([frames[i:i + T] for i in range(0, T, 4)])
     for prec in ("fp32", "int8"):
@@ -254,3 +259,29 @@ def test_incremental_valid_padding_recomputes_one_row(tmp_path):
         for frame in frames:
             window = np.concatenate([window[1:], frame[None]], axis=0)
             np.testing.assert_array_equal(inc.push(frame), model(window))
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_push_many_equals_push_frame_by_frame(tmp_path, causal_path, valid):
+    """Several frames per compiled call give every window's output bit for bit, through
+    ring wrap-arounds, batches longer than one call takes and precision switches."""
+    model = _valid_model(tmp_path) if valid else load(causal_path)
+    frames = _stream(9 * T)
+    model.calibrate([frames[i:i + T] for i in range(0, 2 * T, 4)])
+    one, many = model.incremental(), model.incremental()
+    # valid model: rings of 16, 14 and 10 rows, so up to 10 frames per call; the padded
+    # model recomputes rows at the window start every frame: one frame per call
+    assert many.max_frames_per_call == (10 if valid else 1)
+    sizes, plans = [1, 3, 10, 7, 11, 2, 25, 4], ["fp32", "int8", "int16", "mixed"]
+    start = step = 0
+    while start < len(frames):
+        model.set_precision(plans[step % len(plans)])
+        batch = frames[start:start + sizes[step % len(sizes)]]
+        expected = np.stack([one.push(frame) for frame in batch])
+        np.testing.assert_array_equal(many.push_many(batch), expected)
+        start += len(batch)
+        step += 1
+    out = np.empty((2, 5), np.float32)
+    assert many.push_many(frames[:2], out) is out
+    with pytest.raises(ConfigError):
+        many.push_many(frames[:2, :3])

@@ -254,6 +254,7 @@ class IncrementalRunner:
         g = model.graph
         self.rows = np.zeros((model.n_layers, 4), np.int64)
         rings = [0]
+        ring_rows = [model.graph.layers[0].in_shape[0]]
         # per tensor: leading rows touched by the window-start zero padding ("bad") and
         # trailing rows that changed because a new frame arrived ("new")
         bad, new = {0: 0}, {0: 1}
@@ -284,6 +285,7 @@ class IncrementalRunner:
             bad[layer.output], new[layer.output] = head, h_out - tail
             self.rows[i] = (0, head, tail, h_out)
             rings.append(layer.output)
+            ring_rows.append(h_out)
         if not collapsed:
             raise ConfigError("incremental mode needs a global average over time")
         self.plan = Plan(g, weight_scheme=model.plan.weight_scheme, reuse_arena=False,
@@ -292,6 +294,14 @@ class IncrementalRunner:
             getattr(self.plan, name)[:] = getattr(model.plan, name)
         self.frame_size = model.n_features
         self._precision: PrecisionPlan | None = None  # the plan the cached rows belong to
+        # Several frames per compiled call (push_many) when every ring layer's new rows are
+        # just its last rows, i.e. no layer recomputes rows because of zero padding at the
+        # window's start; a ring of R rows can advance by at most R + 1 rows at once.
+        no_pad = not self.rows[:, 1][self.rows[:, 3] > 0].any()
+        self.max_frames_per_call = min(min(ring_rows), 32) if no_pad else 1
+        self._n_out = int(np.prod(g.layers[-1].out_shape))
+        self._out_many = np.zeros(self.max_frames_per_call * self._n_out, np.float32)
+        self._rows_many: dict[int, np.ndarray] = {}
 
     def reset(self) -> None:
         """Forget every cached frame (the window is zeros again)."""
@@ -325,6 +335,50 @@ class IncrementalRunner:
             self._precision = precision
             out = self.plan.run(f, precision.codes, advance=True)
         return out.copy()
+
+    def _rows_for(self, k: int) -> np.ndarray:
+        """The ``rows`` table of a call that adds ``k`` frames."""
+        rows = self._rows_many.get(k)
+        if rows is None:
+            rows = self.rows.copy()
+            ring = rows[:, 3] > 0
+            rows[ring, 2] = rows[ring, 3] - k
+            self._rows_many[k] = rows
+        return rows
+
+    def push_many(self, frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Append ``frames`` [n, features] in order; returns the n outputs [n, n_out].
+
+        The same outputs as ``n`` calls of :meth:`push` (bit for bit), computed with
+        up to ``max_frames_per_call`` frames per compiled call: each layer computes
+        its newest rows together (weights loaded once for all of them) and the call
+        overhead is paid once. ``out`` (float32 [n, n_out]) is filled and returned
+        when given, so a caller can stay allocation-free.
+        """
+        f = np.asarray(frames, np.float32)
+        if f.ndim != 2 or f.shape[1] != self.frame_size:
+            raise ConfigError(f"frames have shape {f.shape}, model needs [n, {self.frame_size}]")
+        n = f.shape[0]
+        if out is None:
+            out = np.empty((n, self._n_out), np.float32)
+        elif out.shape != (n, self._n_out) or out.dtype != np.float32:
+            raise ConfigError(f"out must be float32 of shape ({n}, {self._n_out})")
+        f = np.ascontiguousarray(f)
+        i = 0
+        if n and self.model.precision is not self._precision:
+            out[0] = self.push(f[0])  # a new precision plan recomputes every row once
+            i = 1
+        codes = self.model.precision.codes
+        while i < n:
+            k = min(self.max_frames_per_call, n - i)
+            if k == 1:
+                out[i] = self.plan.run(f[i], codes, rows=self.rows, advance=1)
+            else:
+                y = self.plan.run(f[i : i + k].reshape(-1), codes, rows=self._rows_for(k),
+                                  advance=k, out=self._out_many[: k * self._n_out])
+                out[i : i + k] = y.reshape(k, self._n_out)
+            i += k
+        return out
 
 
 def _labels_for(path: Path) -> tuple[str, ...] | None:

@@ -104,7 +104,7 @@ class _IncrementalEngineRunner:
     always offered. Levels: ``fp32`` and, when calibrated, ``int8`` and ``int16``
     (static scales). :meth:`prime` recomputes every row from a whole window (at
     the start, after the gate was shut, or after a precision switch);
-    :meth:`step` adds one frame.
+    :meth:`step` adds one frame, :meth:`step_many` several.
     """
 
     def __init__(self, card: ModelCard):
@@ -142,6 +142,13 @@ class _IncrementalEngineRunner:
         if level != self._level:
             raise ConfigError("prime() after a precision switch")
         return self._inc.push(frame)
+
+    def step_many(self, frames: np.ndarray, level: str, out: np.ndarray) -> np.ndarray:
+        """:meth:`step` for each of ``frames`` [n, features] in order, in as few compiled
+        calls as the model allows; the n outputs go into ``out`` [n, classes]."""
+        if level != self._level:
+            raise ConfigError("prime() after a precision switch")
+        return self._inc.push_many(frames, out)
 
 
 def make_runner(card: ModelCard, runtime: str, *, incremental: bool = False):

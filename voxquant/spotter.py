@@ -174,6 +174,8 @@ class KeywordSpotter:
             )
         self._feat_buf = np.empty((256, fe.n_features), np.float32)
         self._energy_buf = np.empty(256, np.float64)
+        self._probs_buf = np.empty((256, len(self.card.labels)), np.float32)
+        self._pending: list[tuple] = []  # incremental steps waiting for one batched call
         self.trace_enabled = trace
         self.trace: list[TraceRow] = []
         self.record_posteriors = record_posteriors
@@ -225,6 +227,7 @@ class KeywordSpotter:
         self.trace.clear()
         self.posteriors.clear()
         self._primed_level = None  # incremental: level the cached rows belong to
+        self._pending.clear()
         self._hops = 0
         self._windows_run = 0
         self._windows_gated = 0
@@ -269,7 +272,6 @@ class KeywordSpotter:
                 chunk = chunk.astype(np.float32) / 32768.0
             chunk = self._resampler.resample_chunk(chunk.astype(np.float32))
         detections: list[Detection] = []
-        run_cpu = 0.0
         pos = 0
         step = self._feat_buf.shape[0] * self.card.frontend.hop_samples
         while pos < chunk.shape[0]:
@@ -279,7 +281,8 @@ class KeywordSpotter:
                 self._history.append(piece)
             n = self._frontend.push_into(piece, self._feat_buf, self._energy_buf)
             for i in range(n):
-                run_cpu += self._hop(self._feat_buf[i : i + 1], self._energy_buf[i], detections)
+                self._hop(i, detections)
+            self._flush_steps(detections)
         self._cpu_s += time.thread_time() - cpu0
         return detections
 
@@ -338,26 +341,38 @@ class KeywordSpotter:
         self._confirm_cpu += time.thread_time() - t0
         return ok
 
-    def _hop(self, frame: np.ndarray, mean_square: float, detections: list[Detection]) -> float:
+    def _hop(self, i: int, detections: list[Detection]) -> None:
+        """Hop ``i`` of the feature buffer: noise, controller and gate, then the model.
+
+        Incremental steps wait in ``_pending`` so that consecutive ones run in one
+        compiled call (:meth:`_flush_steps`); anything that must see their results
+        first (the detector on a gated hop, a prime) flushes them.
+        """
+        frame = self._feat_buf[i : i + 1]
         self._frames.push(frame)
         self._hops += 1
-        energy_dbfs = max(-100.0, 10.0 * math.log10(mean_square + 1e-12) + 3.0103)
+        energy_dbfs = max(-100.0, 10.0 * math.log10(self._energy_buf[i] + 1e-12) + 3.0103)
         est = self._noise.update(energy_dbfs)
         fixed = POLICIES[self.policy]
         level = fixed if fixed is not None else self._controller.update(est.snr_db)
         self._precision_time[level] = self._precision_time.get(level, 0.0) + self.hop_s
         gate_open = self._gate.update(est) if self.gate_enabled else True
         if self._frames.count < self.card.window_frames:
-            return 0.0
-        if self._hops % self.stride_hops:
-            if self.incremental and gate_open and self._primed_level == level:
-                self._runner.step(frame[0], level)  # keep the cached rows current
-            elif self.incremental:
-                self._primed_level = None
-            return 0.0
+            return
+        decide = self._hops % self.stride_hops == 0
         fe = self.card.frontend
         end_sample = (self._hops - 1) * fe.hop_samples + fe.window_samples
         end_s = end_sample / fe.sample_rate_hz
+        if self.incremental and gate_open and self._primed_level == level:
+            # every hop's frame is pushed (keeping the cached rows current); off-stride
+            # hops only thin the decisions
+            self._pending.append((i, level, est, end_s, end_sample, decide))
+            return
+        if not decide:
+            if self.incremental:
+                self._primed_level = None
+            return
+        self._flush_steps(detections)
         cpu_us = 0.0
         if not gate_open:
             self._windows_gated += 1
@@ -369,20 +384,50 @@ class KeywordSpotter:
             t0 = time.thread_time()
             if not self.incremental:
                 probs = self._runner.run(self._frames.latest(), level)
-            elif self._primed_level == level:
-                probs = self._runner.step(frame[0], level)
             else:
                 probs = self._runner.prime(self._frames.latest(), level)
                 self._primed_level = level
             dt = time.thread_time() - t0
             cpu_us = dt * 1e6
-            self._windows_run += 1
-            self._precision_windows[level] = self._precision_windows.get(level, 0) + 1
-            self._precision_cpu[level] = self._precision_cpu.get(level, 0.0) + dt
-            self.scores[:] = probs
-            fired = self._detector.update(probs, end_s, end_sample)
-            if self.record_posteriors:
-                self.posteriors.append((end_s, self._detector.smoothed.copy()))
+            self._count_run(level, dt, 1)
+            fired = self._score(probs, end_s, end_sample)
+        self._decided(fired, level, est, gate_open, end_s, cpu_us, detections)
+
+    def _flush_steps(self, detections: list[Detection]) -> None:
+        """Run the waiting incremental steps in one call, then decide each in order."""
+        pending = self._pending
+        if not pending:
+            return
+        i0, level = pending[0][0], pending[0][1]
+        n = len(pending)
+        t0 = time.thread_time()
+        probs = self._runner.step_many(self._feat_buf[i0 : i0 + n], level, self._probs_buf[:n])
+        dt = time.thread_time() - t0
+        decisions = sum(1 for hop in pending if hop[5])
+        self._count_run(level, dt, decisions)
+        cpu_us = dt * 1e6 / n
+        for j, (_, _, est, end_s, end_sample, decide) in enumerate(pending):
+            if decide:
+                fired = self._score(probs[j], end_s, end_sample)
+                self._decided(fired, level, est, True, end_s, cpu_us, detections)
+        pending.clear()
+
+    def _count_run(self, level: str, cpu_s: float, windows: int) -> None:
+        self._windows_run += windows
+        self._precision_windows[level] = self._precision_windows.get(level, 0) + windows
+        self._precision_cpu[level] = self._precision_cpu.get(level, 0.0) + cpu_s
+
+    def _score(self, probs: np.ndarray, end_s: float, end_sample: int) -> int | None:
+        """Posteriors of the window ending at ``end_s`` into the detector."""
+        self.scores[:] = probs
+        fired = self._detector.update(probs, end_s, end_sample)
+        if self.record_posteriors:
+            self.posteriors.append((end_s, self._detector.smoothed.copy()))
+        return fired
+
+    def _decided(self, fired: int | None, level: str, est, gate_open: bool, end_s: float,
+                 cpu_us: float, detections: list[Detection]) -> None:
+        """Confirmation, the detection itself and the trace row of one decision hop."""
         if fired is not None and self._confirm is not None and not self._confirmed(
                 fired, self._detector.fired_position):
             fired = None
@@ -401,4 +446,3 @@ class KeywordSpotter:
                 TraceRow(end_s, est.energy_dbfs, est.noise_floor_dbfs, est.snr_db, level,
                          not gate_open, cpu_us, float(self.scores.max()))
             )
-        return cpu_us
