@@ -268,7 +268,10 @@ hour of keyword-free speech) is in `docs/detection.md`, written by `benchmarks/d
   call; incremental mode updates only the newest rows of each causal layer per hop: every
   layer's output is a ring of rows in the arena, so a hop slides the rings instead of copying
   cached rows, and only the new feature frame is quantized (integer levels then use the
-  calibrated static scales, since cached rows must keep their scales).
+  calibrated static scales, since cached rows must keep their scales). The hops of one audio
+  chunk go through in one compiled call (here 5 per 100 ms chunk): each layer computes its new
+  rows together and the head (pool, classifier) runs once per hop's window, bit-identical to
+  one call per hop.
 - **Detector** (`stream/detector.py`): posteriors averaged over the last 3 windows, per-keyword
   thresholds; a keyword that crosses its threshold waits 200 ms for a better-scoring one
   (peak picking), then fires; 1 s refractory period.
