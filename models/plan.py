@@ -165,7 +165,7 @@ class Plan:
     ring_tensors : sequence of int
         Incremental mode: tensors kept as row rings (twice their rows in the
         arena; see ``kernels.network._advance_rings``) so a step slides them by
-        one row without copying. Needs ``reuse_arena=False``.
+        its new rows without copying. Needs ``reuse_arena=False``.
     """
 
     def __init__(self, graph: Graph, weight_scheme: str = "uniform", reuse_arena: bool = True,

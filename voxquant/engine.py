@@ -237,7 +237,8 @@ class Model:
 
 
 class IncrementalRunner:
-    """Incremental (causal) execution: one new feature frame per :meth:`push`.
+    """Incremental (causal) execution: one new feature frame per :meth:`push`, or
+    several per call with :meth:`push_many`.
 
     Every layer before the global average over time must be causal in time
     (stride 1, no bottom padding; 'same' top padding or 'valid'). Each layer's
@@ -247,6 +248,8 @@ class IncrementalRunner:
     zero padding, so the result equals window mode on the same last
     ``input_frames`` frames exactly (bit for bit in fp32 and in integer paths
     with frozen scales). A change of precision plan recomputes every row once.
+    ``max_frames_per_call`` says how many frames one compiled call can take (1 when
+    some layer pads the window's start: those rows differ for every window).
     """
 
     def __init__(self, model: Model) -> None:
