@@ -70,7 +70,8 @@ def main(argv=None) -> int:
             if name in skipped:
                 continue
             try:
-                runs[name].append(run_stream(args.model, audio, events, **options))
+                runs[name].append(run_stream(args.model, audio, events,
+                                             chunk_samples=CHUNK_SAMPLES, **options))
             except Exception as exc:  # a level this model lacks (e.g. no calibration)
                 skipped[name] = str(exc)
     rows = []
@@ -102,12 +103,15 @@ def main(argv=None) -> int:
            "stream_seconds": audio.size / 16000, "segments": segments,
            "keywords_in_stream": sum(e["is_keyword"] for e in events),
            "repeats": args.repeats, "rows": rows, "skipped": skipped,
+           "chunk_ms": 1000 * CHUNK_SAMPLES / 16000,
+           "hops_per_chunk": CHUNK_SAMPLES // card.frontend.hop_samples,
            "accuracy_vs_snr": acc, "accuracy_seconds": acc_seconds, "targets": targets,
            "thresholds": thresholds}
     publish(doc, _markdown(doc), args.json_out, args.md_out)
     return 0
 
 
+CHUNK_SAMPLES = 1600  # 100 ms at 16 kHz, as a microphone delivers
 CALIBRATION_SNRS = (30.0, 20.0, 15.0, 10.0, 5.0, 0.0)
 
 
@@ -269,7 +273,8 @@ hour of keyword-free speech) is in `docs/detection.md`, written by `benchmarks/d
   layer's output is a ring of rows in the arena, so a hop slides the rings instead of copying
   cached rows, and only the new feature frame is quantized (integer levels then use the
   calibrated static scales, since cached rows must keep their scales). The hops of one audio
-  chunk go through in one compiled call (here 5 per 100 ms chunk): each layer computes its new
+  chunk go through in one compiled call (here {doc['hops_per_chunk']} per \
+{doc['chunk_ms']:g} ms chunk): each layer computes its new
   rows together and the head (pool, classifier) runs once per hop's window, bit-identical to
   one call per hop.
 - **Detector** (`stream/detector.py`): posteriors averaged over the last 3 windows, per-keyword
@@ -281,7 +286,8 @@ hour of keyword-free speech) is in `docs/detection.md`, written by `benchmarks/d
 {doc['stream_seconds']:.0f} s: {len(doc['segments'])} segments, each starting with quiet room tone
 (-60 dBFS noise) followed by words; noise SNR per segment
 {', '.join('clean' if s[2] is None else f"{s[2]:g} dB" for s in doc['segments'])};
-{doc['keywords_in_stream']} keywords among the words. Audio is fed in 100 ms chunks. Each
+{doc['keywords_in_stream']} keywords among the words. Audio is fed in \
+{doc['chunk_ms']:g} ms chunks. Each
 configuration ran {doc['repeats']} times, interleaved; CPU figures are medians. "Model CPU" is the
 thread CPU time spent inside model calls; "pipeline" adds the front end, noise tracking, gate,
 controller and detector.

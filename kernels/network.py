@@ -1555,7 +1555,6 @@ def _quantize_fast(F, Q, off, n, inv_s, zp, qmin, qmax):
     return sat
 
 
-
 @njit(cache=True)
 def _range(F, off, n):
     mn = np.inf

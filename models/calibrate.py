@@ -44,7 +44,7 @@ def calibration_windows(
     clips = ds.fsdd_clips(data_dir) if digits else ds.speech_commands_clips(data_dir)
     train, _ = ds.speaker_split(clips)
     picked = [train[i] for i in rng.permutation(len(train))[:n_clips]]
-    n_samples = (card.window_frames - 1) * card.frontend.hop_samples + card.frontend.window_samples
+    n_samples = card.frontend.samples_for(card.window_frames)
     audio = [ds.fix_length(c.load(rate), n_samples) for c in picked]
     windows = [compute_features(a, card.frontend) for a in audio]
     if hard_weight > 0:

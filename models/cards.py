@@ -39,8 +39,7 @@ class ModelCard:
 
     @property
     def window_s(self) -> float:
-        fe = self.frontend
-        return ((self.window_frames - 1) * fe.hop_samples + fe.window_samples) / fe.sample_rate_hz
+        return self.frontend.samples_for(self.window_frames) / self.frontend.sample_rate_hz
 
 
 def shipped_models() -> list[str]:

@@ -53,8 +53,7 @@ class Confirmer:
             self.window_frames = card.window_frames
         self.model = load(model)
         self.model.set_precision(precision)
-        fe = self.frontend
-        self.window_samples = (self.window_frames - 1) * fe.hop_samples + fe.window_samples
+        self.window_samples = self.frontend.samples_for(self.window_frames)
 
     def score(self, keyword: str, audio: np.ndarray) -> float:
         """The second model's posterior for ``keyword`` on ``audio`` (its last window).

@@ -115,6 +115,10 @@ class FrontEndConfig:
             return 0
         return (n_samples - self.window_samples) // self.hop_samples + 1
 
+    def samples_for(self, n_frames: int) -> int:
+        """Samples spanned by ``n_frames`` consecutive frames (inverse of :meth:`frames_for`)."""
+        return (n_frames - 1) * self.hop_samples + self.window_samples
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -305,8 +305,8 @@ def _incremental_rows(onnx_path: Path, window: np.ndarray, rounds: int, calls: i
                 name = f"{level}-incremental, {k} frames per call (per frame)"
                 frames = np.repeat(window[-1:], k, axis=0)
                 out = np.empty((k, len(card.labels)), np.float32)
-                steps[name] = (lambda r, lv, f, o: lambda _: r.step_many(f, lv, o))(
-                    runner, level, frames, out)
+                steps[name] = lambda _, r=runner, lv=level, f=frames, o=out: r.step_many(
+                    f, lv, o)
             frames_per_call[name] = k
     wall = time_interleaved(steps, window[-1], rounds, calls)
     return [{"model": onnx_path.stem, "runtime": "voxquant", "variant": name,

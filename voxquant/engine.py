@@ -330,17 +330,12 @@ class IncrementalRunner:
         f = np.asarray(frame, np.float32).reshape(-1)
         if f.size != self.frame_size:
             raise ConfigError(f"frame has {f.size} features, model needs {self.frame_size}")
-        precision = self.model.precision
-        if precision is self._precision:
-            out = self.plan.run(f, precision.codes, rows=self.rows, advance=True)
-        else:  # new precision plan: recompute every cached row once
-            self._check(precision)
-            self._precision = precision
-            out = self.plan.run(f, precision.codes, advance=True)
-        return out.copy()
+        return self.push_many(f[None])[0]
 
     def _rows_for(self, k: int) -> np.ndarray:
         """The ``rows`` table of a call that adds ``k`` frames."""
+        if k == 1:
+            return self.rows
         rows = self._rows_many.get(k)
         if rows is None:
             rows = self.rows.copy()
@@ -367,19 +362,18 @@ class IncrementalRunner:
         elif out.shape != (n, self._n_out) or out.dtype != np.float32:
             raise ConfigError(f"out must be float32 of shape ({n}, {self._n_out})")
         f = np.ascontiguousarray(f)
+        precision = self.model.precision
         i = 0
-        if n and self.model.precision is not self._precision:
-            out[0] = self.push(f[0])  # a new precision plan recomputes every row once
+        if n and precision is not self._precision:  # a new plan recomputes every row once
+            self._check(precision)
+            self._precision = precision
+            out[0] = self.plan.run(f[0], precision.codes, advance=1)
             i = 1
-        codes = self.model.precision.codes
         while i < n:
             k = min(self.max_frames_per_call, n - i)
-            if k == 1:
-                out[i] = self.plan.run(f[i], codes, rows=self.rows, advance=1)
-            else:
-                y = self.plan.run(f[i : i + k].reshape(-1), codes, rows=self._rows_for(k),
-                                  advance=k, out=self._out_many[: k * self._n_out])
-                out[i : i + k] = y.reshape(k, self._n_out)
+            y = self.plan.run(f[i : i + k].reshape(-1), precision.codes, rows=self._rows_for(k),
+                              advance=k, out=self._out_many[: k * self._n_out])
+            out[i : i + k] = y.reshape(k, self._n_out)
             i += k
         return out
 

@@ -104,7 +104,7 @@ class FileScorer:
         max_frames = fe.frames_for(int(clip_max_s * fe.sample_rate_hz) + fe.window_samples) + 1
         self._features = np.zeros((max_frames, fe.n_features), np.float32)
         self._energy = np.zeros(max_frames, np.float64)
-        self._window_samples = (self.card.window_frames - 1) * fe.hop_samples + fe.window_samples
+        self._window_samples = fe.samples_for(self.card.window_frames)
         self._controller = PrecisionController(
             controller_config(self.card).restricted_to(self._runner.levels),
             hop_s=fe.hop_samples / fe.sample_rate_hz)

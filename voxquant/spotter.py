@@ -361,7 +361,7 @@ class KeywordSpotter:
             return
         decide = self._hops % self.stride_hops == 0
         fe = self.card.frontend
-        end_sample = (self._hops - 1) * fe.hop_samples + fe.window_samples
+        end_sample = fe.samples_for(self._hops)
         end_s = end_sample / fe.sample_rate_hz
         if self.incremental and gate_open and self._primed_level == level:
             # every hop's frame is pushed (keeping the cached rows current); off-stride
