@@ -54,8 +54,9 @@ N_OS = 7
 
 # ring state columns per tensor (incremental mode; RING_ROWS == 0: not a ring)
 # RING_VALID (tensor 0): which precision copies of its cached rows the last call left valid
-RING_BASE, RING_START, RING_ROWS, RING_VALID = range(4)
-N_RING = 4
+# RING_CAP: physical rows in the arena (more than RING_ROWS, see _advance_rings)
+RING_BASE, RING_START, RING_ROWS, RING_VALID, RING_CAP = range(5)
+N_RING = 5
 
 
 @njit(cache=True, inline="always")
@@ -1606,20 +1607,36 @@ def _ensure(t, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F
 # ----------------------------------------------------------------------------- layers
 
 
+@intrinsic
+def _memmove(typingctx, dst_addr, src_addr, n_bytes):
+    """memmove of ``n_bytes`` (overlap allowed). Plain numba loops over the arena views stay
+    scalar, and slice assignment of overlapping views copies through a temporary array."""
+    sig = types.void(types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8)
+        cgutils.raw_memmove(builder, _ptr(builder, args[0], i8p), _ptr(builder, args[1], i8p),
+                            args[2], 1)
+
+    return sig, codegen
+
+
 @njit(cache=True)
 def _advance_rings(ring, t_off, t_size, F, Q8, Q16, k):
     """Slide every ring tensor's window by ``k`` rows (incremental mode).
 
-    A ring tensor of ``rows`` logical rows lives in twice that many physical
-    rows; its window starts at physical row ``start``. Sliding moves ``start``
-    ``k`` rows on, so the oldest rows drop out and the newest ``k`` logical rows
-    are free for the layer to compute. The ``k - 1`` rows before the new start
-    stay in place, so the windows ending at each of the ``k`` new rows can be read
-    too (see :func:`run_network`). Only when the window would run past the end are
-    the ``rows - 1`` rows after the old start copied back to the front (all three
-    precision copies): about ``k`` rows copied per step instead of the whole
-    tensor (measured on kws12: 42 us of copying per step with a shift, under 1 us
-    with the ring). Needs ``k <= rows + 1``.
+    A ring tensor of ``rows`` logical rows lives in ``cap`` physical rows; its
+    window starts at physical row ``start``. Sliding moves ``start`` ``k`` rows
+    on, so the oldest rows drop out and the newest ``k`` logical rows are free for
+    the layer to compute. The ``k - 1`` rows before the new start stay in place,
+    so the windows ending at each of the ``k`` new rows can be read too (see
+    :func:`run_network`). Only when the window would run past the end are the
+    ``rows - 1`` rows after the old start copied back to the front (all three
+    precision copies). Needs ``k <= cap - rows + 1``.
+
+    Measured on kws12: shifting the whole tensor cost 42 us per step; a ring of
+    twice its rows, copied back every ``rows / k`` calls, about 10 us per call of 5
+    frames; with ``cap = rows + max(rows, 64)`` (``models.plan``) under 1 us.
     """
     for t in range(ring.shape[0]):
         rows = ring[t, RING_ROWS]
@@ -1628,13 +1645,12 @@ def _advance_rings(ring, t_off, t_size, F, Q8, Q16, k):
         row = t_size[t] // rows
         base = ring[t, RING_BASE]
         s = ring[t, RING_START] + k
-        if s > rows:
+        if s + rows > ring[t, RING_CAP]:
             src = base + (ring[t, RING_START] + 1) * row
             n = (rows - 1) * row
-            for j in range(n):
-                F[base + j] = F[src + j]
-                Q8[base + j] = Q8[src + j]
-                Q16[base + j] = Q16[src + j]
+            _memmove(F.ctypes.data + base * 4, F.ctypes.data + src * 4, n * 4)
+            _memmove(Q8.ctypes.data + base, Q8.ctypes.data + src, n)
+            _memmove(Q16.ctypes.data + base * 2, Q16.ctypes.data + src * 2, n * 2)
             s = k - 1
         ring[t, RING_START] = s
         t_off[t] = base + s * row

@@ -23,6 +23,9 @@ from voxquant.models.graph import ADD, AVGPOOL, CONV, MAXPOOL, SOFTMAX, Graph
 PRECISIONS = {"fp32": net.P_F32, "int8": net.P_I8, "int16": net.P_I16}
 PRECISION_NAMES = {v: k for k, v in PRECISIONS.items()}
 QMODES = {"exact": net.Q_EXACT, "running": net.Q_RUNNING, "static": net.Q_STATIC}
+# spare physical rows of a ring tensor beyond its window: a ring is copied back once per
+# about RING_SLACK_ROWS / k calls of k frames (see kernels.network._advance_rings)
+RING_SLACK_ROWS = 64
 _OPS = {CONV: net.OP_CONV, AVGPOOL: net.OP_AVGPOOL, MAXPOOL: net.OP_MAXPOOL, ADD: net.OP_ADD,
         SOFTMAX: net.OP_SOFTMAX}
 _ALIGN = 16
@@ -163,9 +166,10 @@ class Plan:
         Share arena memory between tensors whose lives do not overlap. Off for
         incremental mode and calibration, where every tensor must persist.
     ring_tensors : sequence of int
-        Incremental mode: tensors kept as row rings (twice their rows in the
-        arena; see ``kernels.network._advance_rings``) so a step slides them by
-        its new rows without copying. Needs ``reuse_arena=False``.
+        Incremental mode: tensors kept as row rings (``rows + max(rows,
+        RING_SLACK_ROWS)`` physical rows in the arena; see
+        ``kernels.network._advance_rings``) so a step slides them by its new rows,
+        copying back only when a ring runs out of rows. Needs ``reuse_arena=False``.
     """
 
     def __init__(self, graph: Graph, weight_scheme: str = "uniform", reuse_arena: bool = True,
@@ -192,14 +196,16 @@ class Plan:
         self._first, self._last = first, last
         if ring_tensors and reuse_arena:
             raise ConfigError("ring tensors need reuse_arena=False")
-        alloc = [2 * n if t in ring_tensors else n for t, n in enumerate(sizes)]
-        self.t_off, self.arena_elems = _offsets(alloc, first, last, reuse_arena)
         self.ring = np.zeros((n_t, net.N_RING), np.int64)
+        alloc = list(sizes)
         for t in ring_tensors:
             h = graph.input_shape[0] if t == 0 else next(
                 layer.out_shape[0] for layer in layers if layer.output == t)
-            self.ring[t, net.RING_BASE] = self.t_off[t]
             self.ring[t, net.RING_ROWS] = h
+            self.ring[t, net.RING_CAP] = h + max(h, RING_SLACK_ROWS)
+            alloc[t] = sizes[t] // h * self.ring[t, net.RING_CAP]
+        self.t_off, self.arena_elems = _offsets(alloc, first, last, reuse_arena)
+        self.ring[:, net.RING_BASE] = self.t_off
         self.arena = np.zeros(self.arena_elems * 7 + 64, np.uint8)
         self.F, self.Q16, self.Q8 = self._views(self.arena, self.arena_elems)
         self._pack(layers)
@@ -414,7 +420,9 @@ class Plan:
             self.ring[t, net.RING_START] = 0
             self.t_off[t] = self.ring[t, net.RING_BASE]
         self.ring[:, net.RING_VALID] = 0
-        self.F[self.t_off[0]: self.t_off[0] + 2 * self.t_size[0]] = 0.0
+        rows, cap = self.ring[0, net.RING_ROWS], self.ring[0, net.RING_CAP]
+        if rows:
+            self.F[self.t_off[0]: self.t_off[0] + self.t_size[0] // rows * cap] = 0.0
 
     def _args(self, x, codes, x_q8, rows, t_off, F, Q8, Q16, ring=None, advance=0) -> list:
         """The argument list of ``kernels.network.run_network``."""
