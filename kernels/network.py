@@ -1793,14 +1793,20 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
     valid[tout] = 1 << p
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _pool_layer_rows(X, i, L, t_off, r0, r1, is_max, is_int, accf, acci):
+    """:func:`pool_rows` for layer ``i`` (no ``*args`` call: numba cannot inline those)."""
+    pool_rows(X, t_off[L[i, LP_IN0]], L[i, LP_H], L[i, LP_W], L[i, LP_C], L[i, LP_KH],
+              L[i, LP_KW], L[i, LP_SH], L[i, LP_SW], L[i, LP_PT], L[i, LP_PL], L[i, LP_WO],
+              t_off[L[i, LP_OUT]], r0, r1, is_max, is_int, accf, acci)
+
+
+@njit(cache=True, inline="always")
 def _run_layers(i0, i1, L, LF, prec, rows, t_off, t_size, qmode, st_scale, st_zp, ost, qsc, qzp,
-                valid, F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift,
-                acc_f, acc_i32, acc_i64, mscale, ring, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf,
-                wpk_d, xw_d, acc_td):
-    """Run layers ``i0 .. i1 - 1`` (arguments as :func:`run_network`)."""
-    weights = (w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift, wpk_i, wpk_f, wpk_d)
-    scratch = (acc_f, acc_i32, acc_i64, mscale, xw_i, xw_f, acc_ti, acc_tf, xw_d, acc_td)
+                valid, F, Q8, Q16, ring, weights, scratch):
+    """Run layers ``i0 .. i1 - 1`` (arguments as :func:`run_network`; ``weights`` and
+    ``scratch`` are tuples of its weight and scratch arrays, see :func:`_conv_layer`)."""
+    acc_f, acc_i64 = scratch[0], scratch[2]
     for i in range(i0, i1):
         op = L[i, LP_OP]
         p = prec[i]
@@ -1819,15 +1825,12 @@ def _run_layers(i0, i1, L, LF, prec, rows, t_off, t_size, qmode, st_scale, st_zp
                 r0, r1 = rows[i, 2 * k], rows[i, 2 * k + 1]
                 if r1 <= r0:
                     continue
-                args = (t_off[tin], L[i, LP_H], L[i, LP_W], L[i, LP_C], L[i, LP_KH],
-                        L[i, LP_KW], L[i, LP_SH], L[i, LP_SW], L[i, LP_PT], L[i, LP_PL],
-                        L[i, LP_WO], t_off[tout], r0, r1)
                 if p == P_F32:
-                    pool_rows(F, *args, is_max, False, acc_f, acc_i64)
+                    _pool_layer_rows(F, i, L, t_off, r0, r1, is_max, False, acc_f, acc_i64)
                 elif p == P_I8:
-                    pool_rows(Q8, *args, is_max, True, acc_f, acc_i64)
+                    _pool_layer_rows(Q8, i, L, t_off, r0, r1, is_max, True, acc_f, acc_i64)
                 else:
-                    pool_rows(Q16, *args, is_max, True, acc_f, acc_i64)
+                    _pool_layer_rows(Q16, i, L, t_off, r0, r1, is_max, True, acc_f, acc_i64)
             if p != P_F32:
                 qsc[tout, p] = qsc[tin, p]
                 qzp[tout, p] = qzp[tin, p]
@@ -1970,18 +1973,17 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
             _note_range(0, ost, mn, mx, sat)
             qsc[0, p0], qzp[0, p0] = scale, zp
             valid[0] |= 1 << p0
-    _run_layers(0, n_main, L, LF, prec, rows, t_off, t_size, qmode, st_scale, st_zp, ost, qsc,
-                qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift,
-                acc_f, acc_i32, acc_i64, mscale, ring, wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf,
-                wpk_d, xw_d, acc_td)
-    if ring[0, RING_ROWS] > 0:
-        ring[0, RING_VALID] = valid[0]
+    weights = (w_f32, w_i8, w_i16, b_f32, ws8, ws16, b_i32, mult, shift, wpk_i, wpk_f, wpk_d)
+    scratch = (acc_f, acc_i32, acc_i64, mscale, xw_i, xw_f, acc_ti, acc_tf, xw_d, acc_td)
     t_last = L[n_layers - 1, LP_OUT]
     n_out = t_size[t_last]
     n_views = advance if n_main < n_layers else 1
-    for j in range(n_views):
+    # j == -1: the layers that run once; then the head once for each new window j
+    # (one call site, so _run_layers is inlined once)
+    for j in range(-1, n_views):
         back = n_views - 1 - j  # rows back from the newest window
-        if n_main < n_layers:
+        i0, i1 = (0, n_main) if j < 0 else (n_main, n_layers)
+        if j >= 0 and i1 > i0:
             for t in range(n_t):  # the ring copies the layers wrote, seen `back` rows back
                 if ring[t, RING_ROWS] > 0 and t > 0:
                     t_off[t] -= back * (t_size[t] // ring[t, RING_ROWS])
@@ -1989,10 +1991,13 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
                 t = L[i, LP_OUT]
                 if ring[t, RING_ROWS] > 0:
                     valid[t] = 1 << (P_F32 if L[i, LP_OP] == OP_SOFTMAX else prec[i])
-            _run_layers(n_main, n_layers, L, LF, prec, rows, t_off, t_size, qmode, st_scale,
-                        st_zp, ost, qsc, qzp, valid, F, Q8, Q16, w_f32, w_i8, w_i16, b_f32,
-                        ws8, ws16, b_i32, mult, shift, acc_f, acc_i32, acc_i64, mscale, ring,
-                        wpk_i, wpk_f, xw_i, xw_f, acc_ti, acc_tf, wpk_d, xw_d, acc_td)
+        _run_layers(i0, i1, L, LF, prec, rows, t_off, t_size, qmode, st_scale, st_zp, ost, qsc,
+                    qzp, valid, F, Q8, Q16, ring, weights, scratch)
+        if j < 0:
+            if ring[0, RING_ROWS] > 0:
+                ring[0, RING_VALID] = valid[0]
+            continue
+        if i1 > i0:
             for t in range(n_t):
                 if ring[t, RING_ROWS] > 0 and t > 0:
                     t_off[t] += back * (t_size[t] // ring[t, RING_ROWS])
