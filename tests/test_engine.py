@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from voxquant.engine import load
 from voxquant.errors import ConfigError
-from voxquant.models.plan import Plan, PrecisionPlan
+from voxquant.models.plan import RING_SLACK_ROWS, Plan, PrecisionPlan
 
 T, F = 16, 6
 RNG = np.random.default_rng(1)
@@ -267,6 +267,7 @@ def test_push_many_equals_push_frame_by_frame(tmp_path, causal_path, valid):
     ring wrap-arounds, batches longer than one call takes and precision switches."""
     model = _valid_model(tmp_path) if valid else load(causal_path)
     frames = _stream(9 * T)
+    assert len(frames) > 2 * RING_SLACK_ROWS  # every ring wraps (copies back) at least once
     model.calibrate([frames[i:i + T] for i in range(0, 2 * T, 4)])
     one, many = model.incremental(), model.incremental()
     # valid model: rings of 16, 14 and 10 rows, so up to 10 frames per call; the padded
