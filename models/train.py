@@ -95,6 +95,7 @@ class TrainOptions:
     first_kernel: int = 3
     dropout: float = 0.1
     shift_ms: float = 100.0
+    unknown_shift_ms: float = -1.0  # _unknown_ items' time shift; < 0: shift_ms
     gain_db: float = 6.0
     noise_prob: float = 0.8
     snr_db_min: float = 0.0
@@ -351,9 +352,12 @@ class _Augmenter:
         start = int(self.rng.integers(0, noise.size - WINDOW_SAMPLES))
         return noise[start : start + WINDOW_SAMPLES]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, unknown: bool = False) -> np.ndarray:
         o, rng = self.opts, self.rng
-        shift = int(rng.uniform(-1.0, 1.0) * o.shift_ms * SAMPLE_RATE_HZ / 1000.0)
+        shift_ms = o.shift_ms
+        if unknown and o.unknown_shift_ms >= 0:
+            shift_ms = o.unknown_shift_ms
+        shift = int(rng.uniform(-1.0, 1.0) * min(shift_ms, 900.0) * SAMPLE_RATE_HZ / 1000.0)
         if shift > 0:
             x = np.concatenate([np.zeros(shift, np.float32), x[:-shift]])
         elif shift < 0:
@@ -498,7 +502,7 @@ def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
         if n_keep < unk_idx.size:
             unk_idx = np.sort(rng.choice(unk_idx, n_keep, replace=False))
         keep = np.sort(np.concatenate([np.flatnonzero(~is_unk), unk_idx]))
-    waves = [aug(data["audio"][i]) for i in keep]
+    waves = [aug(data["audio"][i], data["labels"][i] == unk) for i in keep]
     targets = list(data["labels"][keep])
     n_extra = opts.extra_unknown if (data["speech"] or len(data["extra_windows"])) else 0
     if n_extra:
@@ -507,7 +511,7 @@ def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
         pieces = [data["extra_windows"][i] for i in pick]
         if data["speech"]:
             pieces += list(_speech_pieces(data["speech"], n_extra - n_digits, rng))
-        waves += [aug(x) for x in pieces]
+        waves += [aug(x, True) for x in pieces]
         targets += [unk] * len(pieces)
     n_sil = int(round(opts.silence_share * len(waves)))
     waves += [aug.silence() for _ in range(n_sil)]

@@ -93,3 +93,29 @@ def test_tiny_folder_training_is_reproducible(tmp_path: Path) -> None:
     assert card["validation"]["n_windows"] > 0
     assert 0.0 <= card["validation"]["accuracy"] <= 1.0
     assert card["training"]["qat"]["epochs"] == 1
+
+
+def _impulse_shifts(opts, unknown: bool, n: int = 200) -> np.ndarray:
+    from voxquant.models.train import _Augmenter
+
+    x = np.zeros(16000, np.float32)
+    x[8000] = 0.5
+    aug = _Augmenter(opts, [], np.random.default_rng(0))
+    shifts = []
+    for _ in range(n):
+        y = aug(x, unknown)
+        (where,) = np.flatnonzero(y)
+        assert y[where] == np.float32(0.5)
+        shifts.append(int(where) - 8000)
+    return np.abs(np.array(shifts))
+
+
+def test_unknown_items_shift_by_their_own_range() -> None:
+    from voxquant.models.train import TrainOptions
+
+    opts = TrainOptions(shift_ms=100.0, unknown_shift_ms=400.0, gain_db=0.0, noise_prob=0.0)
+    keyword, unknown = _impulse_shifts(opts, False), _impulse_shifts(opts, True)
+    assert keyword.max() <= 1600 and unknown.max() <= 6400
+    assert unknown.max() > 1600  # negatives reach window positions keywords never take
+    default = TrainOptions(shift_ms=100.0, gain_db=0.0, noise_prob=0.0)  # unknown_shift_ms < 0
+    assert _impulse_shifts(default, True).max() <= 1600
