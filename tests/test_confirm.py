@@ -121,3 +121,17 @@ def test_mlperf_confirmation_on_the_example():
     assert {d["keyword"] for d in confirmed} <= {d["keyword"] for d in plain}
     assert {d["keyword"] for d in confirmed} <= spoken
     assert stats["confirmations_run"] >= len(confirmed)
+
+
+def test_shipped_confirmer_runs_without_shared_models():
+    """``kws12w`` ships in the package: it loads by name through its card (the engine's own
+    short names do not include it) and only ever removes first-stage detections."""
+    c = Confirmer("kws12w")
+    assert c.labels[:10] == KeywordSpotter("kws12").labels[:10]
+    audio = _example()
+    plain, _ = _run(audio)
+    confirmed, stats = _run(audio, confirm="kws12w")
+    assert stats.confirmations_run >= len(plain) and confirmed
+    keep = {(d.keyword, d.end_s) for d in plain}
+    assert {(d.keyword, d.end_s) for d in confirmed} <= keep
+    assert stats.confirmations_run - stats.confirmations_rejected == len(confirmed)
