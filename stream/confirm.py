@@ -51,7 +51,6 @@ class Confirmer:
             card = resolve_model(model)
             self.labels, self.frontend = card.labels, card.frontend
             self.window_frames = card.window_frames
-            model = card.model_path  # any shipped card, also one the engine has no name for
         self.model = load(model)
         self.model.set_precision(precision)
         self.window_samples = self.frontend.samples_for(self.window_frames)

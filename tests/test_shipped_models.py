@@ -127,10 +127,9 @@ def test_engine_fp32_matches_onnxruntime(name: str) -> None:
     _require(name)
     try:
         from voxquant import load
-        from voxquant.engine import SHIPPED_NAMES
     except (ImportError, AttributeError):
         pytest.skip("voxquant.load not available yet")
-    model = load(name if name in SHIPPED_NAMES else SHIPPED / f"{name}.onnx")
+    model = load(name)
     sess = _session(name)
     rng = np.random.default_rng(1)
     for _ in range(3):
