@@ -22,6 +22,8 @@ single_thread()
 
 import numpy as np  # noqa: E402
 
+from voxquant.bench import CHUNK_MS  # noqa: E402
+
 CONFIGS = {
     # name: KeywordSpotter options
     "onnxruntime fp32, window every hop": {"runtime": "onnxruntime", "policy": "fp32"},
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
     return 0
 
 
-CHUNK_SAMPLES = 1600  # 100 ms at 16 kHz, as a microphone delivers
+CHUNK_SAMPLES = int(CHUNK_MS * 16000 / 1000)  # the stream is 16 kHz
 CALIBRATION_SNRS = (30.0, 20.0, 15.0, 10.0, 5.0, 0.0)
 
 

@@ -124,8 +124,8 @@ def test_mlperf_confirmation_on_the_example():
 
 
 def test_shipped_confirmer_runs_without_shared_models():
-    """``kws12w`` ships in the package: it loads by name through its card (the engine's own
-    short names do not include it) and only ever removes first-stage detections."""
+    """``kws12w`` ships in the package: it loads by name without shared data and only ever
+    removes first-stage detections."""
     c = Confirmer("kws12w")
     assert c.labels[:10] == KeywordSpotter("kws12").labels[:10]
     audio = _example()

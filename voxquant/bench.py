@@ -279,7 +279,7 @@ def run(rounds: int, calls: int) -> dict:
             "command": "python benchmarks/engine.py " + " ".join(sys.argv[1:])}
 
 
-PER_CHUNK = 5  # feature hops in a 100 ms audio chunk
+CHUNK_MS = 100.0  # audio per chunk as a microphone delivers it (also benchmarks/streaming.py)
 
 
 def _incremental_rows(onnx_path: Path, window: np.ndarray, rounds: int, calls: int) -> list:
@@ -291,9 +291,11 @@ def _incremental_rows(onnx_path: Path, window: np.ndarray, rounds: int, calls: i
     from voxquant.runners import make_runner
 
     card = resolve_model(onnx_path)
+    fe = card.frontend
+    per_chunk = int(CHUNK_MS * fe.sample_rate_hz / 1000) // fe.hop_samples
     steps, frames_per_call = {}, {}
     for level in ("fp32", "int8"):
-        for k in (1, PER_CHUNK):
+        for k in (1, per_chunk):
             runner = make_runner(card, "voxquant", incremental=True)
             if level not in runner.levels:
                 continue
@@ -301,7 +303,7 @@ def _incremental_rows(onnx_path: Path, window: np.ndarray, rounds: int, calls: i
             if k == 1:
                 name = f"{level}-incremental"
                 steps[name] = partial(runner.step, level=level)
-            else:  # the frames of one 100 ms chunk in one call, as the spotter does
+            else:  # the frames of one chunk in one call, as the spotter does
                 name = f"{level}-incremental, {k} frames per call (per frame)"
                 frames = np.repeat(window[-1:], k, axis=0)
                 out = np.empty((k, len(card.labels)), np.float32)
@@ -355,7 +357,8 @@ def markdown(result: dict) -> str:
         "TFLite's own integer arithmetic. `*-incremental` rows (causal models) are the cost per "
         "20 ms feature frame of the streaming runner, which updates only the newest rows of "
         "each layer (int8 with the shipped calibration's static scales): one frame per call, "
-        f"or the {PER_CHUNK} frames of a 100 ms chunk in one call as the spotter feeds them; "
+        f"or the frames of one {CHUNK_MS:g} ms chunk in one call as the spotter feeds them "
+        "(the row says how many); "
         "onnxruntime fp32 recomputes the whole window for every frame.",
         "",
         table(result),

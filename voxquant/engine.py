@@ -257,7 +257,6 @@ class IncrementalRunner:
         g = model.graph
         self.rows = np.zeros((model.n_layers, 4), np.int64)
         rings = [0]
-        ring_rows = [model.graph.layers[0].in_shape[0]]
         # per tensor: leading rows touched by the window-start zero padding ("bad") and
         # trailing rows that changed because a new frame arrived ("new")
         bad, new = {0: 0}, {0: 1}
@@ -288,7 +287,6 @@ class IncrementalRunner:
             bad[layer.output], new[layer.output] = head, h_out - tail
             self.rows[i] = (0, head, tail, h_out)
             rings.append(layer.output)
-            ring_rows.append(h_out)
         if not collapsed:
             raise ConfigError("incremental mode needs a global average over time")
         self.plan = Plan(g, weight_scheme=model.plan.weight_scheme, reuse_arena=False,
@@ -299,9 +297,10 @@ class IncrementalRunner:
         self._precision: PrecisionPlan | None = None  # the plan the cached rows belong to
         # Several frames per compiled call (push_many) when every ring layer's new rows are
         # just its last rows, i.e. no layer recomputes rows because of zero padding at the
-        # window's start; a ring of R rows can advance by at most R + 1 rows at once.
+        # window's start; a layer of R rows computes at most its R rows at once.
         no_pad = not self.rows[:, 1][self.rows[:, 3] > 0].any()
-        self.max_frames_per_call = min(min(ring_rows), 32) if no_pad else 1
+        ring_rows = self.plan.ring[:, net.RING_ROWS]
+        self.max_frames_per_call = min(int(ring_rows[ring_rows > 0].min()), 32) if no_pad else 1
         self._n_out = int(np.prod(g.layers[-1].out_shape))
         self._out_many = np.zeros(self.max_frames_per_call * self._n_out, np.float32)
         self._rows_many: dict[int, np.ndarray] = {}
@@ -353,7 +352,7 @@ class IncrementalRunner:
         overhead is paid once. ``out`` (float32 [n, n_out]) is filled and returned
         when given, so a caller can stay allocation-free.
         """
-        f = np.asarray(frames, np.float32)
+        f = np.ascontiguousarray(frames, np.float32)
         if f.ndim != 2 or f.shape[1] != self.frame_size:
             raise ConfigError(f"frames have shape {f.shape}, model needs [n, {self.frame_size}]")
         n = f.shape[0]
@@ -361,7 +360,6 @@ class IncrementalRunner:
             out = np.empty((n, self._n_out), np.float32)
         elif out.shape != (n, self._n_out) or out.dtype != np.float32:
             raise ConfigError(f"out must be float32 of shape ({n}, {self._n_out})")
-        f = np.ascontiguousarray(f)
         precision = self.model.precision
         i = 0
         if n and precision is not self._precision:  # a new plan recomputes every row once
