@@ -13,10 +13,39 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from numba import njit
 
 __all__ = ["PosteriorDetector"]
 
 NON_KEYWORDS = ("_silence_", "_unknown_")
+
+
+@njit(cache=True, nogil=True)
+def _smooth_and_pick(history, count, probs, smoothed, thresholds, is_keyword):  # pragma: no cover
+    """Store ``probs`` as history row ``count % rows``, average the filled rows into
+    ``smoothed``; return the best keyword at or above its threshold and its score
+    (-1 and -1.0 when none).
+
+    The same arithmetic as ``np.add.reduce(history, axis=0) / filled`` and an
+    argmax over the keywords above threshold (first index on ties), in one call:
+    those eight small numpy calls cost about 10 us per hop, as much as the
+    incremental model itself (measured on kws12, 5 hops per 100 ms chunk).
+    """
+    rows, n = history.shape
+    r = count % rows
+    for c in range(n):
+        history[r, c] = probs[c]
+    filled = min(count + 1, rows)
+    best, score = -1, -1.0
+    for c in range(n):
+        s = history[0, c]
+        for k in range(1, rows):
+            s += history[k, c]
+        s /= filled
+        smoothed[c] = s
+        if is_keyword[c] and s >= thresholds[c] and s > score:
+            best, score = c, s
+    return best, score
 
 
 class PosteriorDetector:
@@ -66,8 +95,6 @@ class PosteriorDetector:
         self.decision_delay_s = max(0.0, float(decision_delay_s))
         self._history = np.zeros((self.smoothing_windows, n))
         self.smoothed = np.zeros(n)
-        self._over = np.zeros(n, bool)  # per-hop scratch: no allocation in update()
-        self._scores = np.zeros(n)
         self.reset()
 
     def reset(self) -> None:
@@ -95,20 +122,12 @@ class PosteriorDetector:
         Returns the index of the keyword that fired, or None; when one fires,
         ``fired_score`` and ``fired_position`` describe its best window.
         """
-        self._history[self._count % self.smoothing_windows] = probs
+        best, score = _smooth_and_pick(self._history, self._count, probs, self.smoothed,
+                                       self.thresholds, self.is_keyword)
         self._count += 1
-        # rows not filled yet are zeros, so the sum over all rows is the sum over the filled
-        np.add.reduce(self._history, axis=0, out=self.smoothed)
-        np.divide(self.smoothed, min(self._count, self.smoothing_windows), out=self.smoothed)
         if self._candidate < 0 and time_s < self._next_allowed_s:
             return None
-        np.greater_equal(self.smoothed, self.thresholds, out=self._over)
-        self._over &= self.is_keyword
-        if self._over.any():  # rare: most hops end here
-            self._scores.fill(-1.0)
-            np.copyto(self._scores, self.smoothed, where=self._over)
-            best = int(self._scores.argmax())
-            score = float(self._scores[best])
+        if best >= 0:  # rare: most hops end here
             if self._candidate < 0 or score > self.fired_score:
                 if self._candidate < 0:
                     self._candidate_since_s = time_s

@@ -101,18 +101,23 @@ class FrameRing:
 
     def push(self, frames: np.ndarray) -> None:
         """Append frames [n, n_features]; only the last ``capacity`` are kept."""
-        for row in frames[-self.capacity :] if frames.shape[0] > self.capacity else frames:
-            self._data[self._head] = row
-            self._data[self._head + self.capacity] = row
-            self._head = (self._head + 1) % self.capacity
-        self.count += frames.shape[0]
+        n_in = frames.shape[0]
+        frames = frames[-self.capacity :]
+        n = frames.shape[0]
+        first = min(n, self.capacity - self._head)  # rows before the ring wraps
+        for base in (0, self.capacity):  # both mirrored copies
+            self._data[base + self._head : base + self._head + first] = frames[:first]
+            self._data[base : base + n - first] = frames[first:]
+        self._head = (self._head + n) % self.capacity
+        self.count += n_in
 
-    def latest(self, n: int | None = None) -> np.ndarray:
-        """Contiguous view of the newest ``n`` frames (default: all), oldest first."""
+    def latest(self, n: int | None = None, back: int = 0) -> np.ndarray:
+        """Contiguous view of the newest ``n`` frames (default: all), oldest first;
+        with ``back``, of the ``n`` frames before the newest ``back`` ones."""
         n = self.capacity if n is None else int(n)
-        if not 0 < n <= self.capacity:
-            raise ValueError(f"n must be in 1..{self.capacity}")
-        end = self._head + self.capacity
+        if not 0 < n <= self.capacity - back or back < 0:
+            raise ValueError(f"n + back must be in 1..{self.capacity}")
+        end = self._head + self.capacity - back
         return self._data[end - n : end]
 
 

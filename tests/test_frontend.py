@@ -130,6 +130,24 @@ def test_frame_ring_returns_newest_frames_contiguously():
     np.testing.assert_array_equal(ring.latest(2)[:, 0], [16, 18])
 
 
+def test_frame_ring_batches_equal_one_frame_at_a_time():
+    """Pushes of any size (wrapping the ring, longer than it) keep the newest frames; ``back``
+    reads the window that ended that many frames earlier."""
+    rng = np.random.default_rng(0)
+    ring, seen = FrameRing(7, 3), []
+    for size in [1, 3, 6, 7, 2, 9, 1, 5, 4, 0, 13]:
+        frames = rng.standard_normal((size, 3)).astype(np.float32)
+        ring.push(frames)
+        seen.extend(frames)
+        assert ring.count == len(seen)
+        for back in range(min(7, len(seen))):
+            for n in range(1, min(7 - back, len(seen) - back) + 1):
+                want = np.array(seen[len(seen) - back - n: len(seen) - back])
+                np.testing.assert_array_equal(ring.latest(n, back=back), want)
+    with pytest.raises(ValueError):
+        ring.latest(5, back=3)
+
+
 # --- parity with the TensorFlow-computed MLPerf reference features -----------------------------
 
 

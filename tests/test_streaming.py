@@ -6,12 +6,14 @@ import asyncio
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tinymodel import write_tiny_model
 
 from voxquant.errors import ConfigError
 from voxquant.spotter import KeywordSpotter
 from voxquant.stream.controller import ControllerConfig, PrecisionController
-from voxquant.stream.detector import PosteriorDetector
+from voxquant.stream.detector import PosteriorDetector, _smooth_and_pick
 from voxquant.stream.noise import EnergyGate, NoiseTracker
 from voxquant.stream.pipeline import DropOldestQueue
 
@@ -85,6 +87,32 @@ def test_detector_smooths_thresholds_and_refracts():
     assert det.update(unknown, 0.0) is None and det.update(unknown, 0.1) is None
     with pytest.raises(ConfigError):
         PosteriorDetector(LABELS, threshold={"maybe": 0.5})
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 5), n=st.integers(1, 14), hops=st.integers(1, 12),
+       seed=st.integers(0, 2**31 - 1), ties=st.booleans())
+def test_compiled_smoothing_equals_numpy(rows, n, hops, seed, ties):
+    """The detector's one-call smoothing and pick = the numpy formula it replaced, bit for bit
+    (ties: few distinct posterior values, so equal scores and thresholds occur)."""
+    rng = np.random.default_rng(seed)
+    draw = (lambda size: rng.integers(0, 4, size) / 4.0) if ties else rng.random
+    thresholds = draw(n)
+    is_keyword = rng.random(n) < 0.7
+    history, smoothed = np.zeros((rows, n)), np.zeros(n)
+    ref_history = np.zeros((rows, n))
+    for count in range(hops):
+        probs = draw(n).astype(np.float32)
+        best, score = _smooth_and_pick(history, count, probs, smoothed, thresholds, is_keyword)
+        ref_history[count % rows] = probs
+        ref = np.add.reduce(ref_history, axis=0) / min(count + 1, rows)
+        over = (ref >= thresholds) & is_keyword
+        assert np.array_equal(smoothed, ref)
+        if over.any():
+            scores = np.where(over, ref, -1.0)
+            assert (best, score) == (int(scores.argmax()), float(scores.max()))
+        else:
+            assert (best, score) == (-1, -1.0)
 
 
 def test_detector_waits_for_the_best_keyword():

@@ -302,7 +302,6 @@ class IncrementalRunner:
         ring_rows = self.plan.ring[:, net.RING_ROWS]
         self.max_frames_per_call = min(int(ring_rows[ring_rows > 0].min()), 32) if no_pad else 1
         self._n_out = int(np.prod(g.layers[-1].out_shape))
-        self._out_many = np.zeros(self.max_frames_per_call * self._n_out, np.float32)
         self._rows_many: dict[int, np.ndarray] = {}
 
     def reset(self) -> None:
@@ -358,20 +357,21 @@ class IncrementalRunner:
         n = f.shape[0]
         if out is None:
             out = np.empty((n, self._n_out), np.float32)
-        elif out.shape != (n, self._n_out) or out.dtype != np.float32:
-            raise ConfigError(f"out must be float32 of shape ({n}, {self._n_out})")
+        elif (out.shape != (n, self._n_out) or out.dtype != np.float32
+              or not out.flags.c_contiguous):
+            raise ConfigError(f"out must be C-contiguous float32 of shape ({n}, {self._n_out})")
         precision = self.model.precision
         i = 0
         if n and precision is not self._precision:  # a new plan recomputes every row once
             self._check(precision)
             self._precision = precision
-            out[0] = self.plan.run(f[0], precision.codes, advance=1)
+            self.plan.run(f[0], precision.codes, advance=1, out=out[0])
             i = 1
+        # the k outputs of a call go straight into their rows of `out`
         while i < n:
             k = min(self.max_frames_per_call, n - i)
-            y = self.plan.run(f[i : i + k].reshape(-1), precision.codes, rows=self._rows_for(k),
-                              advance=k, out=self._out_many[: k * self._n_out])
-            out[i : i + k] = y.reshape(k, self._n_out)
+            self.plan.run(f[i : i + k].reshape(-1), precision.codes, rows=self._rows_for(k),
+                          advance=k, out=out[i : i + k].reshape(-1))
             i += k
         return out
 

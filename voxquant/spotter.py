@@ -150,7 +150,10 @@ class KeywordSpotter:
         if threshold is None:  # measured per keyword when available
             threshold = streaming_settings(self.card).get("thresholds", 0.8)
         self._frontend = StreamingFrontEnd(fe)
-        self._frames = FrameRing(self.card.window_frames, fe.n_features)
+        self._feat_buf = np.empty((256, fe.n_features), np.float32)
+        # a chunk's frames go in at once; hop i of n reads the window n - 1 - i frames back
+        self._frames = FrameRing(self.card.window_frames + self._feat_buf.shape[0],
+                                 fe.n_features)
         self._detector = PosteriorDetector(
             self.card.labels,
             threshold=threshold,
@@ -172,7 +175,6 @@ class KeywordSpotter:
             self._resampler = soxr.ResampleStream(
                 self.sample_rate_hz, fe.sample_rate_hz, 1, dtype="float32"
             )
-        self._feat_buf = np.empty((256, fe.n_features), np.float32)
         self._energy_buf = np.empty(256, np.float64)
         self._probs_buf = np.empty((256, len(self.card.labels)), np.float32)
         self._pending: list[tuple] = []  # incremental steps waiting for one batched call
@@ -280,8 +282,9 @@ class KeywordSpotter:
             if self._history is not None:
                 self._history.append(piece)
             n = self._frontend.push_into(piece, self._feat_buf, self._energy_buf)
+            self._frames.push(self._feat_buf[:n])
             for i in range(n):
-                self._hop(i, detections)
+                self._hop(i, n, detections)
             self._flush_steps(detections)
         self._cpu_s += time.thread_time() - cpu0
         return detections
@@ -341,15 +344,14 @@ class KeywordSpotter:
         self._confirm_cpu += time.thread_time() - t0
         return ok
 
-    def _hop(self, i: int, detections: list[Detection]) -> None:
-        """Hop ``i`` of the feature buffer: noise, controller and gate, then the model.
+    def _hop(self, i: int, n: int, detections: list[Detection]) -> None:
+        """Hop ``i`` of the ``n`` in the feature buffer: noise, controller and gate, then
+        the model.
 
         Incremental steps wait in ``_pending`` so that consecutive ones run in one
         compiled call (:meth:`_flush_steps`); anything that must see their results
         first (the detector on a gated hop, a prime) flushes them.
         """
-        frame = self._feat_buf[i : i + 1]
-        self._frames.push(frame)
         self._hops += 1
         energy_dbfs = max(-100.0, 10.0 * math.log10(self._energy_buf[i] + 1e-12) + 3.0103)
         est = self._noise.update(energy_dbfs)
@@ -357,7 +359,7 @@ class KeywordSpotter:
         level = fixed if fixed is not None else self._controller.update(est.snr_db)
         self._precision_time[level] = self._precision_time.get(level, 0.0) + self.hop_s
         gate_open = self._gate.update(est) if self.gate_enabled else True
-        if self._frames.count < self.card.window_frames:
+        if self._hops < self.card.window_frames:
             return
         decide = self._hops % self.stride_hops == 0
         fe = self.card.frontend
@@ -383,15 +385,19 @@ class KeywordSpotter:
         else:
             t0 = time.thread_time()
             if not self.incremental:
-                probs = self._runner.run(self._frames.latest(), level)
+                probs = self._runner.run(self._window(n - 1 - i), level)
             else:
-                probs = self._runner.prime(self._frames.latest(), level)
+                probs = self._runner.prime(self._window(n - 1 - i), level)
                 self._primed_level = level
             dt = time.thread_time() - t0
             cpu_us = dt * 1e6
             self._count_run(level, dt, 1)
             fired = self._score(probs, end_s, end_sample)
         self._decided(fired, level, est, gate_open, end_s, cpu_us, detections)
+
+    def _window(self, back: int) -> np.ndarray:
+        """The model's input window ending ``back`` hops before the newest frame."""
+        return self._frames.latest(self.card.window_frames, back=back)
 
     def _flush_steps(self, detections: list[Detection]) -> None:
         """Run the waiting incremental steps in one call, then decide each in order."""
