@@ -275,13 +275,22 @@ def _tables(cfg: FrontEndConfig) -> tuple[np.ndarray, ...]:
 
 
 @njit(cache=True, nogil=True)
-def _frame_energies(frames, out):  # pragma: no cover - compiled
-    """Mean square of each raw (unwindowed) frame, fixed summation order."""
-    for t in range(frames.shape[0]):
+def _window_frames(samples, hop, n_frames, window, frames, energy, with_energy):  # pragma: no cover
+    """``frames[t, :len(window)] = samples[t * hop:][:len(window)] * window`` for the first
+    ``n_frames`` rows and, when ``with_energy``, each raw frame's mean square into
+    ``energy`` (float64, fixed summation order). One compiled pass instead of a strided
+    view, a numpy multiply and a second pass for the energies: about 15 us of Python per
+    100 ms chunk (5 frames) on this machine."""
+    w = window.shape[0]
+    for t in range(n_frames):
+        s0 = t * hop
         acc = 0.0
-        for i in range(frames.shape[1]):
-            acc += np.float64(frames[t, i]) * frames[t, i]
-        out[t] = acc / frames.shape[1]
+        for i in range(w):
+            x = samples[s0 + i]
+            acc += np.float64(x) * x
+            frames[t, i] = x * window[i]
+        if with_energy:
+            energy[t] = acc / w
 
 
 class StreamingFrontEnd:
@@ -315,6 +324,7 @@ class StreamingFrontEnd:
         self._frames = np.zeros((self.max_block_frames, cfg.fft_size), dtype=np.float32)
         self._spectrum = np.empty((self.max_block_frames, cfg.fft_size // 2 + 1), np.complex64)
         self._mel_scratch = np.empty(cfg.n_mels, dtype=np.float64)
+        self._no_energy = np.empty(1, np.float64)
         self.samples_seen = 0
         self.frames_emitted = 0
 
@@ -380,11 +390,9 @@ class StreamingFrontEnd:
         n_frames = cfg.frames_for(self._samples.size)
         if n_frames == 0:
             return 0
-        view = self._samples.frames(cfg.window_samples, cfg.hop_samples, n_frames)
-        if energy_out is not None:
-            _frame_energies(view, energy_out[:n_frames])
-        frames = self._frames[:n_frames, : cfg.window_samples]
-        np.multiply(view, self._window, out=frames)
+        _window_frames(self._samples.contents(), cfg.hop_samples, n_frames, self._window,
+                       self._frames, self._no_energy if energy_out is None else energy_out,
+                       energy_out is not None)
         spectrum = self._spectrum[:n_frames]
         np.fft.rfft(self._frames[:n_frames], n=cfg.fft_size, axis=1, out=spectrum)
         _spectrum_to_features(
