@@ -279,8 +279,8 @@ def _window_frames(samples, hop, n_frames, window, frames, energy, with_energy):
     """``frames[t, :len(window)] = samples[t * hop:][:len(window)] * window`` for the first
     ``n_frames`` rows and, when ``with_energy``, each raw frame's mean square into
     ``energy`` (float64, fixed summation order). One compiled pass instead of a strided
-    view, a numpy multiply and a second pass for the energies: about 15 us of Python per
-    100 ms chunk (5 frames) on this machine."""
+    view, a numpy multiply and a second pass for the energies: 10-30% less front-end CPU
+    per 100 ms chunk (5 frames) in alternating timings on the 2-core dev machine."""
     w = window.shape[0]
     for t in range(n_frames):
         s0 = t * hop
