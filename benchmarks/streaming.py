@@ -102,10 +102,10 @@ def main(argv=None) -> int:
     by = {r["config"]: r for r in rows}
     targets = _targets(by, acc)
     doc = {"machine": machine(), "model": args.model, "data": evalset.description,
-           "stream_seconds": audio.size / 16000, "segments": segments,
+           "stream_seconds": audio.size / STREAM_RATE_HZ, "segments": segments,
            "keywords_in_stream": sum(e["is_keyword"] for e in events),
            "repeats": args.repeats, "rows": rows, "skipped": skipped,
-           "chunk_ms": 1000 * CHUNK_SAMPLES / 16000,
+           "chunk_ms": 1000 * CHUNK_SAMPLES / STREAM_RATE_HZ,
            "hops_per_chunk": CHUNK_SAMPLES // card.frontend.hop_samples,
            "accuracy_vs_snr": acc, "accuracy_seconds": acc_seconds, "targets": targets,
            "thresholds": thresholds}
@@ -113,7 +113,8 @@ def main(argv=None) -> int:
     return 0
 
 
-CHUNK_SAMPLES = int(CHUNK_MS * 16000 / 1000)  # the stream is 16 kHz
+STREAM_RATE_HZ = 16000  # long_stream's default rate
+CHUNK_SAMPLES = int(CHUNK_MS * STREAM_RATE_HZ / 1000)
 CALIBRATION_SNRS = (30.0, 20.0, 15.0, 10.0, 5.0, 0.0)
 
 

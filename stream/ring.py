@@ -60,17 +60,6 @@ class SampleBuffer:
             self._buf[self._size : self._size + n] = samples
         self._size += n
 
-    def frames(self, window: int, hop: int, n_frames: int) -> np.ndarray:
-        """Read-only strided view [n_frames, window] of the buffered samples."""
-        if n_frames and (n_frames - 1) * hop + window > self._size:
-            raise ValueError("not enough buffered samples for the requested frames")
-        return np.lib.stride_tricks.as_strided(
-            self._buf,
-            shape=(n_frames, window),
-            strides=(hop * self._buf.itemsize, self._buf.itemsize),
-            writeable=False,
-        )
-
     def consume(self, n: int) -> None:
         """Drop the first ``n`` samples, keeping the rest at the front."""
         n = min(int(n), self._size)

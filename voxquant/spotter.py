@@ -30,6 +30,10 @@ from voxquant.stream.ring import AudioHistory, FrameRing
 
 __all__ = ["KeywordSpotter", "POLICIES", "TraceRow"]
 
+# feature hops handled per front-end call: sizes the feature, energy and posterior buffers;
+# the frame ring keeps one model window more, so every hop of a block can read its window
+HOPS_PER_BLOCK = 256
+
 # policy -> fixed engine level (None: chosen per hop by the controller)
 POLICIES: dict[str, str | None] = {
     "fp32": "fp32",
@@ -150,10 +154,9 @@ class KeywordSpotter:
         if threshold is None:  # measured per keyword when available
             threshold = streaming_settings(self.card).get("thresholds", 0.8)
         self._frontend = StreamingFrontEnd(fe)
-        self._feat_buf = np.empty((256, fe.n_features), np.float32)
+        self._feat_buf = np.empty((HOPS_PER_BLOCK, fe.n_features), np.float32)
         # a chunk's frames go in at once; hop i of n reads the window n - 1 - i frames back
-        self._frames = FrameRing(self.card.window_frames + self._feat_buf.shape[0],
-                                 fe.n_features)
+        self._frames = FrameRing(self.card.window_frames + HOPS_PER_BLOCK, fe.n_features)
         self._detector = PosteriorDetector(
             self.card.labels,
             threshold=threshold,
@@ -175,8 +178,8 @@ class KeywordSpotter:
             self._resampler = soxr.ResampleStream(
                 self.sample_rate_hz, fe.sample_rate_hz, 1, dtype="float32"
             )
-        self._energy_buf = np.empty(256, np.float64)
-        self._probs_buf = np.empty((256, len(self.card.labels)), np.float32)
+        self._energy_buf = np.empty(HOPS_PER_BLOCK, np.float64)
+        self._probs_buf = np.empty((HOPS_PER_BLOCK, len(self.card.labels)), np.float32)
         self._pending: list[tuple] = []  # incremental steps waiting for one batched call
         self.trace_enabled = trace
         self.trace: list[TraceRow] = []
@@ -275,7 +278,7 @@ class KeywordSpotter:
             chunk = self._resampler.resample_chunk(chunk.astype(np.float32))
         detections: list[Detection] = []
         pos = 0
-        step = self._feat_buf.shape[0] * self.card.frontend.hop_samples
+        step = HOPS_PER_BLOCK * self.card.frontend.hop_samples
         while pos < chunk.shape[0]:
             piece = chunk[pos : pos + step]
             pos += step
