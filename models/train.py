@@ -107,6 +107,12 @@ class TrainOptions:
     freq_mask_bins: int = 6
     silence_share: float = 0.1
     extra_unknown: int = 600
+    #: FSDD speakers whose digits serve as extra ``_unknown_`` windows (kws12), comma-separated;
+    #: empty: all five. Holding some out keeps a false-alarm test on their digits honest.
+    extra_digit_speakers: str = ""
+    #: Share of the extra ``_unknown_`` windows cut like a stream window (see
+    #: :func:`_sequence_windows`): parts of two neighbouring non-keyword items.
+    sequence_unknown: float = 0.0
     unknown_share: float = 1.0
     distill: bool = False
     distill_weight: float = 0.5
@@ -386,6 +392,29 @@ def _speech_pieces(speech: list[np.ndarray], n: int, rng: np.random.Generator) -
     return out
 
 
+def _sequence_windows(items: Sequence[np.ndarray], n: int,
+                      rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` 1 s windows as a stream shows non-keyword speech to a sliding window.
+
+    Training clips hold one whole word near the start of their window; in a stream
+    the window slides over every position, so it also sees the end of one word,
+    the start of the next, or a word cut in two. Each window here lays two random
+    ``items`` (1 s windows) at random offsets in 2 s of silence, overlapping or
+    not, and cuts 1 s at a random offset.
+    """
+    out = []
+    span = 2 * WINDOW_SAMPLES
+    for _ in range(n):
+        buf = np.zeros(span + WINDOW_SAMPLES, np.float32)
+        for _ in range(2):
+            x = items[int(rng.integers(len(items)))]
+            at = int(rng.integers(0, span - WINDOW_SAMPLES + 1))
+            buf[at : at + x.size] += x
+        start = int(rng.integers(0, span - WINDOW_SAMPLES + 1))
+        out.append(buf[start : start + WINDOW_SAMPLES].copy())
+    return out
+
+
 #: espeak-ng voices and variants for synthetic keyword speakers (``synthetic_per_word``).
 SYNTH_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
                 "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
@@ -462,7 +491,14 @@ def _prepare(task: str, data_dir: Path, opts: TrainOptions, log) -> dict[str, An
         reader_train, _ = ds.speaker_split(readers, VALIDATION_FRACTION, SPLIT_SEED)
         extra = _load_long(reader_train, "speech-other")
         if task == "kws12":
-            extra_windows = _load_windows(ds.fsdd_clips(data_dir), "fsdd")
+            digits = ds.fsdd_clips(data_dir)
+            if opts.extra_digit_speakers:
+                keep = {s.strip() for s in opts.extra_digit_speakers.split(",") if s.strip()}
+                unknown = keep - {c.speaker for c in digits}
+                if unknown:
+                    raise ConfigError(f"extra_digit_speakers: no FSDD speaker {sorted(unknown)}")
+                digits = [c for c in digits if c.speaker in keep]
+            extra_windows = _load_windows(digits, "fsdd")  # the key names the clips
     labels = np.array([classes.index(c.label) for c in train_clips])
     if opts.synthetic_per_word > 0:
         words = [c for c in classes if c not in (ds.SILENCE_LABEL, ds.UNKNOWN_LABEL)]
@@ -511,6 +547,10 @@ def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
         pieces = [data["extra_windows"][i] for i in pick]
         if data["speech"]:
             pieces += list(_speech_pieces(data["speech"], n_extra - n_digits, rng))
+        n_seq = int(round(opts.sequence_unknown * len(pieces)))
+        if n_seq:
+            pool = pieces + [data["audio"][i] for i in np.flatnonzero(data["labels"] == unk)]
+            pieces[:n_seq] = _sequence_windows(pool, n_seq, rng)
         waves += [aug(x, True) for x in pieces]
         targets += [unk] * len(pieces)
     n_sil = int(round(opts.silence_share * len(waves)))
@@ -915,7 +955,8 @@ def _data_description(task: str) -> dict[str, str]:
         return {
             "words": "shared/data/speech_commands (slice of Speech Commands v0.02 test + v0.01, "
                      "CC BY 4.0): 10 keywords + 25 other words as _unknown_",
-            "extra_unknown": "FSDD digits (all speakers) and 1 s pieces of speech_other "
+            "extra_unknown": "FSDD digits (speakers: extra_digit_speakers in training, "
+                             "empty = all) and 1 s pieces of speech_other "
                              "(LibriSpeech, training readers only)",
             "silence_and_noise": "speech_commands/_background_noise_ and noise/ "
                                  "(first 75 % of each recording)",

@@ -119,3 +119,32 @@ def test_unknown_items_shift_by_their_own_range() -> None:
     assert unknown.max() > 1600  # negatives reach window positions keywords never take
     default = TrainOptions(shift_ms=100.0, gain_db=0.0, noise_prob=0.0)  # unknown_shift_ms < 0
     assert _impulse_shifts(default, True).max() <= 1600
+
+
+def test_sequence_windows_show_items_at_stream_positions() -> None:
+    from voxquant.models.train import _sequence_windows
+
+    # items: 1 s windows with one "word" (a run of a distinct value) at their start,
+    # as end-padded clips have
+    items = []
+    for k in range(1, 6):
+        x = np.zeros(16000, np.float32)
+        x[:4000] = k
+        items.append(x)
+    windows = _sequence_windows(items, 400, np.random.default_rng(0))
+    assert len(windows) == 400 and all(w.shape == (16000,) and w.dtype == np.float32
+                                       for w in windows)
+    cut_at_start = cut_at_end = two_words = 0
+    for w in windows:
+        assert w.max() <= 10  # at most two items overlap
+        voiced = np.flatnonzero(w)
+        if voiced.size == 0:
+            continue
+        cut_at_start += voiced[0] == 0 and voiced.size < 4000
+        cut_at_end += voiced[-1] == 15999
+        runs = np.flatnonzero(np.diff((w != 0).astype(np.int8)) == 1).size + (w[0] != 0)
+        two_words += runs >= 2
+    # a training clip never shows a word cut by either edge or two words in one window
+    assert cut_at_start > 10 and cut_at_end > 10 and two_words > 10
+    again = _sequence_windows(items, 400, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(windows, again))
