@@ -108,8 +108,9 @@ class PosteriorDetector:
 
     def clear_history(self) -> None:
         """Forget recent posteriors (e.g. after the gate closed)."""
-        self._history[:] = 0.0
-        self._count = 0
+        if self._count:  # the spotter calls this on every gated hop: mostly nothing to do
+            self._history[:] = 0.0
+            self._count = 0
 
     def cancel_refractory(self) -> None:
         """Take back the last detection's refractory period (a second stage rejected it)."""

@@ -9,6 +9,7 @@ SNR estimate is their difference. Both are cheap enough to run on every hop.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,35 @@ def _track(energies_db, state, rise_db, fall_alpha, release_db, nominal_dbfs):  
         level = max(max(level - release_db, nominal_dbfs), e)
     state[0] = floor
     state[1] = level
+
+
+@njit(cache=True, nogil=True)
+def _track_block(mean_squares, n, state, rise_db, fall_alpha, release_db, nominal_dbfs,
+                 out):  # pragma: no cover
+    """:func:`_track` hop by hop over ``n`` frames' mean squares: ``out[t]`` gets (energy
+    dBFS, floor, speech level) after hop ``t``, the same arithmetic as
+    :func:`frame_energy_dbfs` per hop then :func:`_track` (libm ``log10`` in both)."""
+    one = np.empty(1)
+    for t in range(n):
+        e = max(_FLOOR_DBFS, 10.0 * math.log10(mean_squares[t] + 1e-12) + 3.0103)
+        one[0] = e
+        _track(one, state, rise_db, fall_alpha, release_db, nominal_dbfs)
+        out[t, 0] = e
+        out[t, 1] = state[0]
+        out[t, 2] = state[1]
+
+
+@njit(cache=True, nogil=True)
+def _gate_block(block, n, open_db, hangover_hops, remaining, is_open):  # pragma: no cover
+    """:meth:`EnergyGate.update` hop by hop over ``block`` rows (energy, floor, ...)."""
+    r = remaining[0]
+    for t in range(n):
+        if block[t, 0] > block[t, 1] + open_db:
+            r = hangover_hops
+        elif r > 0:
+            r -= 1
+        is_open[t] = r > 0
+    remaining[0] = r
 
 
 @dataclass(frozen=True)
@@ -116,6 +146,14 @@ class NoiseTracker:
         self._one[0] = energy_dbfs
         return self.run(self._one)
 
+    def run_block(self, mean_squares: np.ndarray, n: int, out: np.ndarray) -> None:
+        """Feed ``n`` hops' mean-square energies (float64, as the front end gives them) in
+        one compiled call; row ``t`` of ``out`` (float64 [>= n, 3]) gets the energy in
+        dBFS, the noise floor and the speech level after hop ``t``: what :meth:`update`
+        of each hop's :func:`frame_energy_dbfs` returns, without a Python call per hop."""
+        _track_block(mean_squares, n, self._state, self.rise_db, self.fall_alpha,
+                     self.release_db, self.nominal_speech_dbfs, out)
+
     def run(self, energies_dbfs: np.ndarray) -> NoiseEstimate:
         """Feed many hops' energies at once (e.g. a whole clip); return the last estimate."""
         _track(np.asarray(energies_dbfs, np.float64), self._state, self.rise_db,
@@ -141,12 +179,18 @@ class EnergyGate:
         self.reset()
 
     def reset(self) -> None:
-        self._remaining = 0
+        self._remaining = np.zeros(1, np.int64)
 
     def update(self, estimate: NoiseEstimate) -> bool:
         """Return True when the model should run for this hop."""
         if estimate.energy_dbfs > estimate.noise_floor_dbfs + self.open_db:
-            self._remaining = self.hangover_hops
-        elif self._remaining > 0:
-            self._remaining -= 1
-        return self._remaining > 0
+            self._remaining[0] = self.hangover_hops
+        elif self._remaining[0] > 0:
+            self._remaining[0] -= 1
+        return bool(self._remaining[0] > 0)
+
+    def run_block(self, block: np.ndarray, n: int, is_open: np.ndarray) -> None:
+        """:meth:`update` for ``n`` hops at once: ``block`` rows are (energy, floor, ...)
+        as :meth:`NoiseTracker.run_block` writes them; ``is_open[t]`` (bool) gets hop
+        ``t``'s answer."""
+        _gate_block(block, n, self.open_db, self.hangover_hops, self._remaining, is_open)

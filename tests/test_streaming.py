@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import numpy as np
 import pytest
@@ -43,6 +44,36 @@ def test_gate_opens_on_energy_and_holds_for_the_hangover():
     assert gate.update(tracker.update(-30.0))
     held = [gate.update(tracker.update(-60.0)) for _ in range(40)]
     assert all(held[:24]) and not any(held[25:])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 1e-14, 1e-9, 1e-6, 1e-4, 1e-2, 0.5, 1.0, 2.0]),
+                          st.integers(1, 12)), min_size=1, max_size=12),
+       st.lists(st.integers(1, 40), min_size=1, max_size=6), st.integers(0, 2**31))
+def test_block_noise_and_gate_equal_hop_by_hop(runs, cuts, seed):
+    """One compiled call per block gives every hop what per-hop update() gives, bit for bit,
+    however the hops are split into blocks (the spotter's per-hop Python path it replaced).
+    Runs of one level make loud bursts after quiet stretches, so the gate's hang-over ends."""
+    rng = np.random.default_rng(seed)
+    levels = [level for level, n in runs for _ in range(n)]
+    ms = np.array(levels) * rng.uniform(0.5, 2.0, len(levels))
+    one_t, one_g = NoiseTracker(hop_s=0.02), EnergyGate(hop_s=0.02, hangover_s=0.1)
+    want = []
+    for m in ms:
+        est = one_t.update(max(-100.0, 10.0 * math.log10(m + 1e-12) + 3.0103))
+        want.append((est.energy_dbfs, est.noise_floor_dbfs, est.speech_level_dbfs,
+                     one_g.update(est)))
+    blk_t, blk_g = NoiseTracker(hop_s=0.02), EnergyGate(hop_s=0.02, hangover_s=0.1)
+    got, pos, k = [], 0, 0
+    out, is_open = np.empty((64, 3)), np.empty(64, np.bool_)
+    while pos < ms.size:
+        n = min(cuts[k % len(cuts)], ms.size - pos)
+        k += 1
+        blk_t.run_block(ms[pos : pos + n], n, out)
+        blk_g.run_block(out, n, is_open)
+        got += [(*map(float, out[t]), bool(is_open[t])) for t in range(n)]
+        pos += n
+    assert got == want
 
 
 def test_controller_widens_at_once_and_narrows_after_dwell_with_hysteresis():

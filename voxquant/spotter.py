@@ -9,7 +9,6 @@ posteriors into :class:`~voxquant.results.Detection` events.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -179,6 +178,9 @@ class KeywordSpotter:
                 self.sample_rate_hz, fe.sample_rate_hz, 1, dtype="float32"
             )
         self._energy_buf = np.empty(HOPS_PER_BLOCK, np.float64)
+        # per hop of a block: (energy dBFS, noise floor, speech level), gate open or not
+        self._noise_buf = np.empty((HOPS_PER_BLOCK, 3), np.float64)
+        self._open_buf = np.ones(HOPS_PER_BLOCK, np.bool_)
         self._probs_buf = np.empty((HOPS_PER_BLOCK, len(self.card.labels)), np.float32)
         self._pending: list[tuple] = []  # incremental steps waiting for one batched call
         self.trace_enabled = trace
@@ -286,6 +288,9 @@ class KeywordSpotter:
                 self._history.append(piece)
             n = self._frontend.push_into(piece, self._feat_buf, self._energy_buf)
             self._frames.push(self._feat_buf[:n])
+            self._noise.run_block(self._energy_buf, n, self._noise_buf)
+            if self.gate_enabled:
+                self._gate.run_block(self._noise_buf, n, self._open_buf)
             for i in range(n):
                 self._hop(i, n, detections)
             self._flush_steps(detections)
@@ -302,7 +307,8 @@ class KeywordSpotter:
         fe = self.card.frontend
         StreamingFrontEnd(fe).push_into(np.zeros(fe.window_samples, np.float32),
                                         self._feat_buf, self._energy_buf)
-        NoiseTracker(hop_s=self.hop_s).update(-60.0)
+        NoiseTracker(hop_s=self.hop_s).run_block(self._energy_buf, 1, self._noise_buf)
+        EnergyGate().run_block(self._noise_buf, 1, np.ones(1, np.bool_))
         window = np.zeros((self.card.window_frames, fe.n_features), np.float32)
         for level in self._runner.levels:
             if self.incremental:
@@ -356,12 +362,14 @@ class KeywordSpotter:
         first (the detector on a gated hop, a prime) flushes them.
         """
         self._hops += 1
-        energy_dbfs = max(-100.0, 10.0 * math.log10(self._energy_buf[i] + 1e-12) + 3.0103)
-        est = self._noise.update(energy_dbfs)
         fixed = POLICIES[self.policy]
-        level = fixed if fixed is not None else self._controller.update(est.snr_db)
+        if fixed is None:
+            snr_db = float(self._noise_buf[i, 2] - self._noise_buf[i, 1])
+            level = self._controller.update(snr_db)
+        else:
+            level = fixed
         self._precision_time[level] = self._precision_time.get(level, 0.0) + self.hop_s
-        gate_open = self._gate.update(est) if self.gate_enabled else True
+        gate_open = not self.gate_enabled or bool(self._open_buf[i])
         if self._hops < self.card.window_frames:
             return
         decide = self._hops % self.stride_hops == 0
@@ -371,7 +379,7 @@ class KeywordSpotter:
         if self.incremental and gate_open and self._primed_level == level:
             # every hop's frame is pushed (keeping the cached rows current); off-stride
             # hops only thin the decisions
-            self._pending.append((i, level, est, end_s, end_sample, decide))
+            self._pending.append((i, level, end_s, end_sample, decide))
             return
         if not decide:
             if self.incremental:
@@ -396,7 +404,7 @@ class KeywordSpotter:
             cpu_us = dt * 1e6
             self._count_run(level, dt, 1)
             fired = self._score(probs, end_s, end_sample)
-        self._decided(fired, level, est, gate_open, end_s, cpu_us, detections)
+        self._decided(fired, level, i, gate_open, end_s, cpu_us, detections)
 
     def _window(self, back: int) -> np.ndarray:
         """The model's input window ending ``back`` hops before the newest frame."""
@@ -412,13 +420,13 @@ class KeywordSpotter:
         t0 = time.thread_time()
         probs = self._runner.step_many(self._feat_buf[i0 : i0 + n], level, self._probs_buf[:n])
         dt = time.thread_time() - t0
-        decisions = sum(1 for hop in pending if hop[5])
+        decisions = sum(1 for hop in pending if hop[4])
         self._count_run(level, dt, decisions)
         cpu_us = dt * 1e6 / n
-        for j, (_, _, est, end_s, end_sample, decide) in enumerate(pending):
+        for j, (i, _, end_s, end_sample, decide) in enumerate(pending):
             if decide:
                 fired = self._score(probs[j], end_s, end_sample)
-                self._decided(fired, level, est, True, end_s, cpu_us, detections)
+                self._decided(fired, level, i, True, end_s, cpu_us, detections)
         pending.clear()
 
     def _count_run(self, level: str, cpu_s: float, windows: int) -> None:
@@ -434,9 +442,10 @@ class KeywordSpotter:
             self.posteriors.append((end_s, self._detector.smoothed.copy()))
         return fired
 
-    def _decided(self, fired: int | None, level: str, est, gate_open: bool, end_s: float,
+    def _decided(self, fired: int | None, level: str, i: int, gate_open: bool, end_s: float,
                  cpu_us: float, detections: list[Detection]) -> None:
-        """Confirmation, the detection itself and the trace row of one decision hop."""
+        """Confirmation, the detection itself and the trace row of one decision hop
+        (hop ``i`` of the block in the feature and noise buffers)."""
         if fired is not None and self._confirm is not None and not self._confirmed(
                 fired, self._detector.fired_position):
             fired = None
@@ -451,7 +460,8 @@ class KeywordSpotter:
                 )
             )
         if self.trace_enabled:
+            energy, floor, speech = (float(v) for v in self._noise_buf[i])
             self.trace.append(
-                TraceRow(end_s, est.energy_dbfs, est.noise_floor_dbfs, est.snr_db, level,
-                         not gate_open, cpu_us, float(self.scores.max()))
+                TraceRow(end_s, energy, floor, speech - floor, level, not gate_open, cpu_us,
+                         float(self.scores.max()))
             )
