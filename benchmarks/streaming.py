@@ -41,7 +41,7 @@ CONFIGS = {
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="kws12")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--max-clips", type=int, default=1000,
                    help="validation clips for the accuracy tables (default: all of them)")
     p.add_argument("--write-thresholds", action="store_true",
