@@ -29,25 +29,32 @@ def frame_energy_dbfs(samples: np.ndarray) -> float:
     return max(_FLOOR_DBFS, 10.0 * np.log10(ms + 1e-12) + 3.0103)
 
 
-@njit(cache=True, nogil=True)
-def _track(energies_db, state, rise_db, fall_alpha, release_db, nominal_dbfs):  # pragma: no cover
-    """Advance (noise floor, speech level) in ``state`` over per-hop energies (dBFS).
+@njit(cache=True, nogil=True, inline="always")
+def _track_one(floor, level, e, rise_db, fall_alpha, release_db, nominal_dbfs):  # pragma: no cover
+    """One hop of (noise floor, speech level) given the hop's energy ``e`` (dBFS).
 
-    ``state[0]`` is NaN before the first hop. The floor falls towards a lower
+    ``floor`` is NaN before the first hop. The floor falls towards a lower
     energy with ``fall_alpha`` per hop and rises at most ``rise_db`` per hop;
     the speech level jumps to any louder hop and decays by ``release_db`` per
     hop, never below ``nominal_dbfs``.
     """
-    floor = state[0]
-    level = state[1]
+    if np.isnan(floor):
+        floor = e
+    elif e < floor:
+        floor += fall_alpha * (e - floor)
+    else:
+        floor = min(e, floor + rise_db)
+    level = max(max(level - release_db, nominal_dbfs), e)
+    return floor, level
+
+
+@njit(cache=True, nogil=True)
+def _track(energies_db, state, rise_db, fall_alpha, release_db, nominal_dbfs):  # pragma: no cover
+    """Advance (noise floor, speech level) in ``state`` over per-hop energies (dBFS)."""
+    floor, level = state[0], state[1]
     for e in energies_db:
-        if np.isnan(floor):
-            floor = e
-        elif e < floor:
-            floor += fall_alpha * (e - floor)
-        else:
-            floor = min(e, floor + rise_db)
-        level = max(max(level - release_db, nominal_dbfs), e)
+        floor, level = _track_one(floor, level, e, rise_db, fall_alpha, release_db,
+                                  nominal_dbfs)
     state[0] = floor
     state[1] = level
 
@@ -58,19 +65,22 @@ def _track_block(mean_squares, n, state, rise_db, fall_alpha, release_db, nomina
     """:func:`_track` hop by hop over ``n`` frames' mean squares: ``out[t]`` gets (energy
     dBFS, floor, speech level) after hop ``t``, the same arithmetic as
     :func:`frame_energy_dbfs` per hop then :func:`_track` (libm ``log10`` in both)."""
-    one = np.empty(1)
+    floor, level = state[0], state[1]
     for t in range(n):
         e = max(_FLOOR_DBFS, 10.0 * math.log10(mean_squares[t] + 1e-12) + 3.0103)
-        one[0] = e
-        _track(one, state, rise_db, fall_alpha, release_db, nominal_dbfs)
+        floor, level = _track_one(floor, level, e, rise_db, fall_alpha, release_db,
+                                  nominal_dbfs)
         out[t, 0] = e
-        out[t, 1] = state[0]
-        out[t, 2] = state[1]
+        out[t, 1] = floor
+        out[t, 2] = level
+    state[0] = floor
+    state[1] = level
 
 
 @njit(cache=True, nogil=True)
 def _gate_block(block, n, open_db, hangover_hops, remaining, is_open):  # pragma: no cover
-    """:meth:`EnergyGate.update` hop by hop over ``block`` rows (energy, floor, ...)."""
+    """The gate hop by hop over ``block`` rows (energy, floor, ...): open while a hop's
+    energy exceeds the floor by ``open_db`` and ``hangover_hops - 1`` hops after."""
     r = remaining[0]
     for t in range(n):
         if block[t, 0] > block[t, 1] + open_db:
@@ -180,14 +190,14 @@ class EnergyGate:
 
     def reset(self) -> None:
         self._remaining = np.zeros(1, np.int64)
+        self._row = np.zeros((1, 2))
+        self._open = np.zeros(1, np.bool_)
 
     def update(self, estimate: NoiseEstimate) -> bool:
         """Return True when the model should run for this hop."""
-        if estimate.energy_dbfs > estimate.noise_floor_dbfs + self.open_db:
-            self._remaining[0] = self.hangover_hops
-        elif self._remaining[0] > 0:
-            self._remaining[0] -= 1
-        return bool(self._remaining[0] > 0)
+        self._row[0, 0], self._row[0, 1] = estimate.energy_dbfs, estimate.noise_floor_dbfs
+        self.run_block(self._row, 1, self._open)
+        return bool(self._open[0])
 
     def run_block(self, block: np.ndarray, n: int, is_open: np.ndarray) -> None:
         """:meth:`update` for ``n`` hops at once: ``block`` rows are (energy, floor, ...)
