@@ -20,13 +20,18 @@ __all__ = ["NoiseEstimate", "NoiseTracker", "EnergyGate", "frame_energy_dbfs"]
 _FLOOR_DBFS = -100.0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _dbfs(mean_square):  # pragma: no cover - compiled
+    """A mean square in dB relative to a full-scale sine, floored at -100 (libm ``log10``)."""
+    return max(_FLOOR_DBFS, 10.0 * math.log10(mean_square + 1e-12) + 3.0103)
+
+
 def frame_energy_dbfs(samples: np.ndarray) -> float:
     """Mean-square energy of ``samples`` in dB relative to full scale (floored at -100)."""
     if samples.size == 0:
         return _FLOOR_DBFS
     x = samples.astype(np.float64, copy=False)
-    ms = float(np.dot(x, x)) / x.size
-    return max(_FLOOR_DBFS, 10.0 * np.log10(ms + 1e-12) + 3.0103)
+    return float(_dbfs(float(np.dot(x, x)) / x.size))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -67,7 +72,7 @@ def _track_block(mean_squares, n, state, rise_db, fall_alpha, release_db, nomina
     :func:`frame_energy_dbfs` per hop then :func:`_track` (libm ``log10`` in both)."""
     floor, level = state[0], state[1]
     for t in range(n):
-        e = max(_FLOOR_DBFS, 10.0 * math.log10(mean_squares[t] + 1e-12) + 3.0103)
+        e = _dbfs(mean_squares[t])
         floor, level = _track_one(floor, level, e, rise_db, fall_alpha, release_db,
                                   nominal_dbfs)
         out[t, 0] = e

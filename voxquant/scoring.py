@@ -197,10 +197,12 @@ class FileScorer:
 
 def clip_snr_db(mean_square_energies: np.ndarray) -> float:
     """SNR estimate of one clip, by the same tracker the streaming spotter uses."""
-    if len(mean_square_energies) == 0:
+    n = len(mean_square_energies)
+    if n == 0:
         return 0.0
-    db = np.maximum(-100.0, 10.0 * np.log10(mean_square_energies + 1e-12) + 3.0103)
-    return NoiseTracker().run(db).snr_db
+    track = np.empty((n, 3))  # (energy, floor, speech level) per hop
+    NoiseTracker().run_block(np.asarray(mean_square_energies, np.float64), n, track)
+    return float(track[-1, 2] - track[-1, 1])
 
 
 def score_or_fail(scorer: FileScorer, path: str, label: str | None) -> ScoreRow | FailedFile:

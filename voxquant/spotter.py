@@ -308,7 +308,7 @@ class KeywordSpotter:
         StreamingFrontEnd(fe).push_into(np.zeros(fe.window_samples, np.float32),
                                         self._feat_buf, self._energy_buf)
         NoiseTracker(hop_s=self.hop_s).run_block(self._energy_buf, 1, self._noise_buf)
-        EnergyGate().run_block(self._noise_buf, 1, np.ones(1, np.bool_))
+        EnergyGate().run_block(self._noise_buf, 1, self._open_buf)
         window = np.zeros((self.card.window_frames, fe.n_features), np.float32)
         for level in self._runner.levels:
             if self.incremental:
@@ -354,8 +354,8 @@ class KeywordSpotter:
         return ok
 
     def _hop(self, i: int, n: int, detections: list[Detection]) -> None:
-        """Hop ``i`` of the ``n`` in the feature buffer: noise, controller and gate, then
-        the model.
+        """Hop ``i`` of the ``n`` in the block's buffers (features, noise and gate, filled
+        by :meth:`process` for the whole block): controller, then the model.
 
         Incremental steps wait in ``_pending`` so that consecutive ones run in one
         compiled call (:meth:`_flush_steps`); anything that must see their results
@@ -364,8 +364,7 @@ class KeywordSpotter:
         self._hops += 1
         fixed = POLICIES[self.policy]
         if fixed is None:
-            snr_db = float(self._noise_buf[i, 2] - self._noise_buf[i, 1])
-            level = self._controller.update(snr_db)
+            level = self._controller.update(self._snr_db(i))
         else:
             level = fixed
         self._precision_time[level] = self._precision_time.get(level, 0.0) + self.hop_s
@@ -405,6 +404,10 @@ class KeywordSpotter:
             self._count_run(level, dt, 1)
             fired = self._score(probs, end_s, end_sample)
         self._decided(fired, level, i, gate_open, end_s, cpu_us, detections)
+
+    def _snr_db(self, i: int) -> float:
+        """Hop ``i``'s SNR estimate: speech level minus noise floor (as ``NoiseEstimate``)."""
+        return float(self._noise_buf[i, 2] - self._noise_buf[i, 1])
 
     def _window(self, back: int) -> np.ndarray:
         """The model's input window ending ``back`` hops before the newest frame."""
@@ -460,8 +463,8 @@ class KeywordSpotter:
                 )
             )
         if self.trace_enabled:
-            energy, floor, speech = (float(v) for v in self._noise_buf[i])
+            energy, floor = float(self._noise_buf[i, 0]), float(self._noise_buf[i, 1])
             self.trace.append(
-                TraceRow(end_s, energy, floor, speech - floor, level, not gate_open, cpu_us,
+                TraceRow(end_s, energy, floor, self._snr_db(i), level, not gate_open, cpu_us,
                          float(self.scores.max()))
             )
