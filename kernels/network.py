@@ -53,7 +53,7 @@ OS_EMA_MIN, OS_EMA_MAX, OS_N, OS_WIN_MIN, OS_WIN_MAX, OS_SAT, OS_SEEN = range(7)
 N_OS = 7
 
 # ring state columns per tensor (incremental mode; RING_ROWS == 0: not a ring)
-# RING_VALID (tensor 0): which precision copies of its cached rows the last call left valid
+# RING_VALID: which precision copies of its cached rows the last call left valid
 # RING_CAP: physical rows in the arena (more than RING_ROWS, see _advance_rings)
 RING_BASE, RING_START, RING_ROWS, RING_VALID, RING_CAP = range(5)
 N_RING = 5
@@ -1437,7 +1437,8 @@ def pool_rows(X, in_off, H, W, C, KH, KW, SH, SW, PT, PL, WO, out_off, r0, r1, i
               accf, acci):
     """Average (padding excluded; TFLite integer rounding when ``is_int``) or max pool.
 
-    Channels innermost (vectorized); ``accf``/``acci`` are C-element scratch arrays.
+    Channels innermost (vectorized); ``accf``/``acci`` are C-element scratch arrays
+    (``acci`` int32 for int8 input: eight lanes per vector instead of four).
     """
     for oh in range(r0, r1):
         for ow in range(WO):
@@ -1461,7 +1462,7 @@ def pool_rows(X, in_off, H, W, C, KH, KW, SH, SW, PT, PL, WO, out_off, r0, r1, i
                             accf[c] = max(accf[c], np.float32(xs[c]))
                     elif is_int:
                         for c in range(C):
-                            acci[c] += np.int64(xs[c])
+                            acci[c] += xs[c]
                     else:
                         for c in range(C):
                             accf[c] += xs[c]
@@ -1472,13 +1473,15 @@ def pool_rows(X, in_off, H, W, C, KH, KW, SH, SW, PT, PL, WO, out_off, r0, r1, i
                 for c in range(C):
                     X[ob + c] = accf[c]
             elif is_int:
-                half = cnt // 2
+                # round half away from zero of si / cnt (TFLite), as floor((|si| + half) / cnt)
+                # in float64: exact while |si| < 2**53 / cnt, and it vectorizes (an int64
+                # division per channel cost ~0.8 us per 96-channel kws12 head on Zen 3)
+                half = np.float64(cnt // 2)
+                fc = np.float64(cnt)
                 for c in range(C):
                     si = acci[c]
-                    if si > 0:
-                        X[ob + c] = (si + half) // cnt
-                    else:
-                        X[ob + c] = -((-si + half) // cnt)
+                    q = np.int64(np.floor((np.float64(abs(si)) + half) / fc))
+                    X[ob + c] = q if si > 0 else -q
             else:
                 for c in range(C):
                     X[ob + c] = accf[c] / cnt
@@ -1515,18 +1518,16 @@ def _note_range(t, ost, mn, mx, sat):
 def _quantize_region(F, Q, off, n, scale, zp, qmin, qmax):
     """Round half away from zero of x / scale in float32 (TFLite QUANTIZE rule)."""
     s32 = np.float32(scale)
+    lo = np.float64(qmin - zp)
+    hi = np.float64(qmax - zp)
+    z = np.int32(zp)
     sat = 0
-    for i in range(n):
+    for i in range(n):  # branch-free so that it vectorizes (no fastmath: exact division)
         v = F[off + i] / s32
-        r = math.floor(abs(v) + 0.5)
-        q = int(r if v >= 0 else -r) + zp
-        if q < qmin:
-            q = qmin
-            sat += 1
-        elif q > qmax:
-            q = qmax
-            sat += 1
-        Q[off + i] = q
+        r = np.floor(np.float64(abs(v)) + 0.5)
+        r = r if v >= 0 else -r
+        sat += (r < lo) | (r > hi)
+        Q[off + i] = np.int32(min(max(r, lo), hi)) + z
     return sat
 
 
@@ -1569,11 +1570,20 @@ def _range(F, off, n):
     return mn, mx
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _ensure(t, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8, Q16):
-    """Make tensor t available in precision p (convert at a precision boundary)."""
-    if valid[t] & (1 << p):
-        return
+    """Make tensor t available in precision p (convert at a precision boundary).
+
+    The check is inlined and the conversion a call: ~55 calls of 14 arguments per
+    5-frame kws12 step, nearly all finding the tensor valid, took 7% of its time."""
+    if not valid[t] & (1 << p):
+        _convert(t, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8,
+                 Q16)
+
+
+@njit(cache=True)
+def _convert(t, p, valid, t_off, t_size, qsc, qzp, qmode, st_scale, st_zp, ost, F, Q8, Q16):
+    """The conversion of :func:`_ensure` (tensor t not yet valid in precision p)."""
     off = t_off[t]
     n = t_size[t]
     if not valid[t] & 1:
@@ -1631,12 +1641,14 @@ def _advance_rings(ring, t_off, t_size, F, Q8, Q16, k):
     the layer to compute. The ``k - 1`` rows before the new start stay in place,
     so the windows ending at each of the ``k`` new rows can be read too (see
     :func:`run_network`). Only when the window would run past the end are the
-    ``rows - 1`` rows after the old start copied back to the front (all three
-    precision copies). Needs ``k <= cap - rows + 1``.
+    ``rows - 1`` rows after the old start copied back to the front: the precision
+    copies the last call left valid (``RING_VALID``; the input's fp32 always). Needs
+    ``k <= cap - rows + 1``.
 
     Measured on kws12: shifting the whole tensor cost 42 us per step; a ring of
     twice its rows, copied back every ``rows / k`` calls, about 10 us per call of 5
-    frames; with ``cap = rows + max(rows, 64)`` (``models.plan``) under 1 us.
+    frames; with ``cap = rows + max(rows, 64)`` (``models.plan``) about 0.7 us, and
+    copying only the valid copies (int8: 1 of 7 bytes per element) about 0.1 us.
     """
     for t in range(ring.shape[0]):
         rows = ring[t, RING_ROWS]
@@ -1648,9 +1660,13 @@ def _advance_rings(ring, t_off, t_size, F, Q8, Q16, k):
         if s + rows > ring[t, RING_CAP]:
             src = base + (ring[t, RING_START] + 1) * row
             n = (rows - 1) * row
-            _memmove(F.ctypes.data + base * 4, F.ctypes.data + src * 4, n * 4)
-            _memmove(Q8.ctypes.data + base, Q8.ctypes.data + src, n)
-            _memmove(Q16.ctypes.data + base * 2, Q16.ctypes.data + src * 2, n * 2)
+            copies = ring[t, RING_VALID] | (1 if t == 0 else 0)  # the input's fp32 always
+            if copies & 1:
+                _memmove(F.ctypes.data + base * 4, F.ctypes.data + src * 4, n * 4)
+            if copies & (1 << P_I8):
+                _memmove(Q8.ctypes.data + base, Q8.ctypes.data + src, n)
+            if copies & (1 << P_I16):
+                _memmove(Q16.ctypes.data + base * 2, Q16.ctypes.data + src * 2, n * 2)
             s = k - 1
         ring[t, RING_START] = s
         t_off[t] = base + s * row
@@ -1691,9 +1707,9 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
     s_in = qsc[tin, p]
     zp_in = qzp[tin, p]
     fixed = L[i, LP_FIXED] >= 1 and p == P_I8 and qmode[tout] == Q_STATIC
+    ws = (ws8 if p == P_I8 else ws16)[coff:coff + CO]  # a slice: no wraparound checks
     for c in range(CO):
-        ws = ws8[coff + c] if p == P_I8 else ws16[coff + c]
-        mscale[c] = s_in * ws
+        mscale[c] = s_in * ws[c]
     if fixed:
         mode = 2
         s_out, zp_out = st_scale[tout, p], st_zp[tout, p]
@@ -1710,7 +1726,7 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
     mn = np.inf
     mx = -np.inf
     sat = 0
-    # int8, exact or running scale: one pass from the int32 sums to int8 (no fp32 store, no
+    # int8, exact, running or static scale: one pass from the int32 sums to int8 (no fp32 store, no
     # second quantize pass; range from per-channel extreme sums, see _acc_range). Measured on
     # the MLPerf DS-CNN: the fp32 store + quantize pass cost ~5 us of ~12 us per 64x64
     # pointwise layer. Needs one row range; exact mode also the whole tensor and no ring
@@ -1731,8 +1747,9 @@ def _conv_layer(i, p, L, LF, rows, valid, t_off, t_size, qsc, qzp, qmode, st_sca
         else:
             _dw_int8_acc(Q8, zp_in, in_off, H, W, C, w_i8, woff, KH, KW, SH, SW, PT, PL, DH,
                          DW, CO, WO, r0, r1, acc_ti)
-        mn, mx = _acc_range(acc_ti, gemm, M, CO, mscale, b_f32, coff, amn, amx, acc_i32,
-                            acc_f, acc_tf)
+        if qmode[tout] != Q_STATIC:  # a frozen scale needs no range (incremental int8)
+            mn, mx = _acc_range(acc_ti, gemm, M, CO, mscale, b_f32, coff, amn, amx, acc_i32,
+                                acc_f, acc_tf)
         if mode == 0:
             s_out, zp_out = _tensor_qparams(tout, p, qmode, st_scale, st_zp, ost, mn, mx)
             inv_s = 1.0 / s_out
@@ -1806,7 +1823,7 @@ def _run_layers(i0, i1, L, LF, prec, rows, t_off, t_size, qmode, st_scale, st_zp
                 valid, F, Q8, Q16, ring, weights, scratch):
     """Run layers ``i0 .. i1 - 1`` (arguments as :func:`run_network`; ``weights`` and
     ``scratch`` are tuples of its weight and scratch arrays, see :func:`_conv_layer`)."""
-    acc_f, acc_i64 = scratch[0], scratch[2]
+    acc_f, acc_i32, acc_i64 = scratch[0], scratch[1], scratch[2]
     for i in range(i0, i1):
         op = L[i, LP_OP]
         p = prec[i]
@@ -1827,8 +1844,8 @@ def _run_layers(i0, i1, L, LF, prec, rows, t_off, t_size, qmode, st_scale, st_zp
                     continue
                 if p == P_F32:
                     _pool_layer_rows(F, i, L, t_off, r0, r1, is_max, False, acc_f, acc_i64)
-                elif p == P_I8:
-                    _pool_layer_rows(Q8, i, L, t_off, r0, r1, is_max, True, acc_f, acc_i64)
+                elif p == P_I8:  # int8 sums in int32 (exact for pools under 2**24 taps)
+                    _pool_layer_rows(Q8, i, L, t_off, r0, r1, is_max, True, acc_f, acc_i32)
                 else:
                     _pool_layer_rows(Q16, i, L, t_off, r0, r1, is_max, True, acc_f, acc_i64)
             if p != P_F32:
@@ -2005,6 +2022,9 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
                 Q8, Q16)
         for jj in range(n_out):
             out[j * n_out + jj] = F[t_off[t_last] + jj]
+    for t in range(1, n_t):
+        if ring[t, RING_ROWS] > 0:
+            ring[t, RING_VALID] = valid[t]
     for t in range(n_t):
         if ost[t, OS_SEEN] == 1 and qmode[t] == Q_RUNNING:
             if ost[t, OS_N] == 0:

@@ -107,6 +107,66 @@ def test_avg_pool_tflite_rounding(h, w, c, kh, kw, sh, sw, pads, seed):
             np.testing.assert_array_equal(y[oh, ow], np.clip(ref, -128, 127))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 20), c=st.integers(1, 40), kh=st.integers(1, 20),
+    dtype=st.sampled_from([np.int8, np.int16]), extreme=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+def test_engine_avg_pool_rows_tflite_rounding(h, c, kh, dtype, extreme, seed):
+    """The engine's row pool (``network.pool_rows``: int8 sums in int32, the rounding
+    division in float64) against integer arithmetic, over lengths, signs and extremes."""
+    from voxquant.kernels import network as net
+
+    lo, hi = INFO[dtype]
+    rng = np.random.default_rng(seed)
+    x = rng.integers(lo, hi + 1, (h, 1, c)).astype(dtype)
+    if extreme:
+        x[:] = rng.choice([lo, hi], size=x.shape)
+    kh = min(kh, h)
+    ho = h - kh + 1
+    arena = np.zeros(x.size + ho * c, dtype)
+    arena[: x.size] = x.reshape(-1)
+    acc = np.zeros(c, np.int32 if dtype == np.int8 else np.int64)
+    net.pool_rows(arena, 0, h, 1, c, kh, 1, 1, 1, 0, 0, 1, x.size, 0, ho, False, True,
+                  np.zeros(c, np.float32), acc)
+    for oh in range(ho):
+        sums = x[oh : oh + kh, 0].astype(np.int64).sum(0).tolist()
+        half = kh // 2
+        ref = [(a + half) // kh if a > 0 else -((-a + half) // kh) for a in sums]
+        np.testing.assert_array_equal(arena[x.size + oh * c : x.size + (oh + 1) * c], ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 70), scale=st.floats(1e-3, 10.0), zp=st.integers(-20, 20),
+       seed=st.integers(0, 2**31))
+def test_engine_quantize_region_rounds_half_away_from_zero(n, scale, zp, seed):
+    """``network._quantize_region`` (the input quantizer) against a scalar reference, with
+    values at exact halves of the scale, zeros of either sign and values far out of range."""
+    from voxquant.kernels import network as net
+
+    rng = np.random.default_rng(seed)
+    s32 = np.float32(scale)
+    halves = (rng.integers(-300, 300, n) + 0.5).astype(np.float32) * s32
+    x = np.where(rng.random(n) < 0.5, halves, rng.normal(0, 200, n).astype(np.float32) * s32)
+    x[rng.random(n) < 0.1] = -0.0
+    if seed % 2:  # scale 1, and the float32 just below a half rounds down (in float64;
+        scale, s32 = 1.0, np.float32(1.0)  # a float32 sum would round it up)
+        below = np.nextafter(np.float32(rng.integers(0, 3) + 0.5), np.float32(0))
+        x[0] = below * rng.choice([-1, 1])
+    x = x.astype(np.float32)
+    q = np.zeros(n, np.int8)
+    sat = net._quantize_region(x, q, 0, n, scale, zp, -128, 127)
+    ref, ref_sat = [], 0
+    for v in (x / s32).tolist():  # float32 division, as TFLite's QUANTIZE
+        r = math.floor(abs(v) + 0.5)
+        r = (r if v >= 0 else -r) + zp
+        ref_sat += r < -128 or r > 127
+        ref.append(min(max(r, -128), 127))
+    np.testing.assert_array_equal(q, ref)
+    assert sat == ref_sat
+
+
 def test_global_avg_pool_and_running_sums():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (25, 5, 64)).astype(np.uint8)
