@@ -228,7 +228,7 @@ class Plan:
         self.out = np.zeros(int(np.prod(layers[-1].out_shape)), np.float32)
         self._xq_dummy = np.zeros(1, np.int8)
         self._no_ring = np.zeros((n_t, net.N_RING), np.int64)
-        self._argv: list | None = None
+        self._arrays: net.PlanArrays | None = None  # run_plan's persistent arrays
         if graph.is_int8:
             self._set_tflite_static()
 
@@ -396,23 +396,13 @@ class Plan:
         windows ending at the new rows go one after another into ``out`` (see
         ``kernels.network.run_network``).
         """
-        a = self._argv
-        if a is None:
-            a = self._argv = self._args(x, codes, x_q8, rows, self.t_off, self.F, self.Q8,
-                                        self.Q16, self.ring, 0)
-        # the argument list is built once (all buffers persist); only these change per call
-        a[0] = x
-        if x_q8 is None:
-            a[1], a[2] = self._xq_dummy, net.P_F32
-        else:
-            a[1], a[2] = x_q8, net.P_I8
-        a[6] = codes
-        a[7] = self.rows_window if rows is None else rows
-        a[14] = self.alpha
-        a[35] = int(advance)
-        a[3] = self.out if out is None else out
-        net.run_network(*a)
-        return a[3]
+        if self._arrays is None:  # built once: every persistent buffer keeps its memory
+            self._arrays = net.PlanArrays(*(getattr(self, name) for name in net.PLAN_ARRAYS))
+        out = self.out if out is None else out
+        net.run_plan(self._arrays, x, self._xq_dummy if x_q8 is None else x_q8,
+                     net.P_F32 if x_q8 is None else net.P_I8, out, codes,
+                     self.rows_window if rows is None else rows, self.alpha, int(advance))
+        return out
 
     def reset_rings(self) -> None:
         """Zero the input ring and forget its integer copies (incremental mode)."""
