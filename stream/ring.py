@@ -21,6 +21,22 @@ def _shift_left(buf, start, stop):  # pragma: no cover - compiled
     return n
 
 
+@njit(cache=True, nogil=True)
+def _mirror_write(data, head, frames):  # pragma: no cover - compiled
+    """Write ``frames`` (at most the ring's capacity, the last ones kept) into both
+    halves of the mirrored ring ``data`` from row ``head``; return the new head."""
+    cap = data.shape[0] // 2
+    n = min(frames.shape[0], cap)
+    first = frames.shape[0] - n
+    for r in range(n):
+        row = (head + r) % cap
+        for c in range(data.shape[1]):
+            v = frames[first + r, c]
+            data[row, c] = v
+            data[cap + row, c] = v
+    return (head + n) % cap
+
+
 class SampleBuffer:
     """A linear sample buffer of fixed capacity, compacted on consume.
 
@@ -90,15 +106,9 @@ class FrameRing:
 
     def push(self, frames: np.ndarray) -> None:
         """Append frames [n, n_features]; only the last ``capacity`` are kept."""
-        n_in = frames.shape[0]
-        frames = frames[-self.capacity :]
-        n = frames.shape[0]
-        first = min(n, self.capacity - self._head)  # rows before the ring wraps
-        for base in (0, self.capacity):  # both mirrored copies
-            self._data[base + self._head : base + self._head + first] = frames[:first]
-            self._data[base : base + n - first] = frames[first:]
-        self._head = (self._head + n) % self.capacity
-        self.count += n_in
+        # one compiled pass: four numpy slice copies cost ~4 us per 5-frame block
+        self._head = _mirror_write(self._data, self._head, frames)
+        self.count += frames.shape[0]
 
     def latest(self, n: int | None = None, back: int = 0) -> np.ndarray:
         """Contiguous view of the newest ``n`` frames (default: all), oldest first;
