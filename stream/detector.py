@@ -48,6 +48,57 @@ def _smooth_and_pick(history, count, probs, smoothed, thresholds, is_keyword):  
     return best, score
 
 
+# the detector's state, one float64 array shared by the per-window and per-block paths
+(_COUNT, _NEXT_ALLOWED_S, _CANDIDATE, _CANDIDATE_SINCE_S, _FIRED_SCORE,
+ _FIRED_POSITION) = range(6)
+
+
+@njit(cache=True, nogil=True)
+def _poll(state, time_s, delay_s, refractory_s):  # pragma: no cover
+    """Fire the pending candidate once its decision delay has passed; the keyword or -1."""
+    if state[_CANDIDATE] < 0 or time_s - state[_CANDIDATE_SINCE_S] < delay_s - 1e-9:
+        return -1
+    fired = int(state[_CANDIDATE])
+    state[_CANDIDATE] = -1.0
+    state[_NEXT_ALLOWED_S] = time_s + refractory_s
+    return fired
+
+
+@njit(cache=True, nogil=True)
+def _step(state, history, probs, smoothed, thresholds, is_keyword, time_s, position, delay_s,
+          refractory_s):  # pragma: no cover
+    """One window's posteriors: smoothing, candidate (peak picking), decision delay and
+    refractory period; returns the keyword that fired or -1."""
+    best, score = _smooth_and_pick(history, int(state[_COUNT]), probs, smoothed, thresholds,
+                                   is_keyword)
+    state[_COUNT] += 1
+    if state[_CANDIDATE] < 0 and time_s < state[_NEXT_ALLOWED_S]:
+        return -1
+    if best >= 0:  # rare: most windows end here
+        if state[_CANDIDATE] < 0 or score > state[_FIRED_SCORE]:
+            if state[_CANDIDATE] < 0:
+                state[_CANDIDATE_SINCE_S] = time_s
+            state[_CANDIDATE] = best
+            state[_FIRED_SCORE] = score
+            state[_FIRED_POSITION] = position
+    return _poll(state, time_s, delay_s, refractory_s)
+
+
+@njit(cache=True, nogil=True)
+def _run_block(state, history, probs, start, first_position, position_step, rate_hz, smoothed,
+               thresholds, is_keyword, delay_s, refractory_s):  # pragma: no cover
+    """:func:`_step` for windows ``start, start + 1, ...`` of ``probs`` [n, classes], window
+    j ending at sample ``first_position + j * position_step`` (time: that / ``rate_hz``);
+    stops after the first that fires. Returns (its index or n, the keyword or -1)."""
+    for j in range(start, probs.shape[0]):
+        position = first_position + j * position_step
+        fired = _step(state, history, probs[j], smoothed, thresholds, is_keyword,
+                      position / rate_hz, position, delay_s, refractory_s)
+        if fired >= 0:
+            return j, fired
+    return probs.shape[0], -1
+
+
 class PosteriorDetector:
     """Turn per-window class posteriors into keyword events.
 
@@ -95,26 +146,32 @@ class PosteriorDetector:
         self.decision_delay_s = max(0.0, float(decision_delay_s))
         self._history = np.zeros((self.smoothing_windows, n))
         self.smoothed = np.zeros(n)
+        self._state = np.zeros(6)  # _COUNT ... _FIRED_POSITION
         self.reset()
 
     def reset(self) -> None:
         self._history[:] = 0.0
-        self._count = 0
-        self._next_allowed_s = -np.inf
-        self._candidate = -1  # pending keyword index, -1: none
-        self._candidate_since_s = 0.0
-        self.fired_score = 0.0
-        self.fired_position = 0
+        self._state[:] = (0, -np.inf, -1, 0.0, 0.0, 0)
+
+    @property
+    def fired_score(self) -> float:
+        """Smoothed score of the last detection's best window."""
+        return float(self._state[_FIRED_SCORE])
+
+    @property
+    def fired_position(self) -> int:
+        """Position tag of the last detection's best window."""
+        return int(self._state[_FIRED_POSITION])
 
     def clear_history(self) -> None:
         """Forget recent posteriors (e.g. after the gate closed)."""
-        if self._count:  # the spotter calls this on every gated hop: mostly nothing to do
+        if self._state[_COUNT]:  # the spotter calls this on every gated hop: mostly nothing
             self._history[:] = 0.0
-            self._count = 0
+            self._state[_COUNT] = 0
 
     def cancel_refractory(self) -> None:
         """Take back the last detection's refractory period (a second stage rejected it)."""
-        self._next_allowed_s = -np.inf
+        self._state[_NEXT_ALLOWED_S] = -np.inf
 
     def update(self, probs: np.ndarray, time_s: float, position: int = 0) -> int | None:
         """Feed one window's posteriors at stream time ``time_s``.
@@ -123,23 +180,25 @@ class PosteriorDetector:
         Returns the index of the keyword that fired, or None; when one fires,
         ``fired_score`` and ``fired_position`` describe its best window.
         """
-        best, score = _smooth_and_pick(self._history, self._count, probs, self.smoothed,
-                                       self.thresholds, self.is_keyword)
-        self._count += 1
-        if self._candidate < 0 and time_s < self._next_allowed_s:
-            return None
-        if best >= 0:  # rare: most hops end here
-            if self._candidate < 0 or score > self.fired_score:
-                if self._candidate < 0:
-                    self._candidate_since_s = time_s
-                self._candidate, self.fired_score, self.fired_position = best, score, position
-        return self.poll(time_s)
+        fired = _step(self._state, self._history, probs, self.smoothed, self.thresholds,
+                      self.is_keyword, float(time_s), position, self.decision_delay_s,
+                      self.refractory_s)
+        return None if fired < 0 else fired
+
+    def update_block(self, probs: np.ndarray, start: int, first_position: int,
+                     position_step: int, rate_hz: float) -> tuple[int, int | None]:
+        """:meth:`update` for windows ``start, start + 1, ...`` of ``probs`` [n, classes] in
+        one compiled call, window j ending at sample ``first_position + j * position_step``
+        of a ``rate_hz`` stream; stops after the first detection, so the caller can act on
+        it and go on from the next window. Returns (that window's index or n, keyword or
+        None). The same results as one :meth:`update` per window (bit for bit)."""
+        j, fired = _run_block(self._state, self._history, probs, start, first_position,
+                              position_step, float(rate_hz), self.smoothed, self.thresholds,
+                              self.is_keyword, self.decision_delay_s, self.refractory_s)
+        return j, None if fired < 0 else fired
 
     def poll(self, time_s: float) -> int | None:
         """Fire the pending candidate once its decision delay has passed (also without a
         new window, e.g. while the gate is shut)."""
-        if self._candidate < 0 or time_s - self._candidate_since_s < self.decision_delay_s - 1e-9:
-            return None
-        fired, self._candidate = self._candidate, -1
-        self._next_allowed_s = time_s + self.refractory_s
-        return fired
+        fired = _poll(self._state, float(time_s), self.decision_delay_s, self.refractory_s)
+        return None if fired < 0 else fired

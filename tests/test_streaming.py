@@ -163,6 +163,55 @@ def test_detector_waits_for_the_best_keyword():
     assert immediate.update(yes, 0.0) == 0
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), rows=st.integers(1, 4), delay_hops=st.integers(0, 6),
+       refractory_hops=st.integers(0, 30), cancel=st.booleans(), seed=st.integers(0, 2**31))
+def test_detector_block_equals_window_by_window(n, rows, delay_hops, refractory_hops, cancel,
+                                                seed):
+    """update_block (one compiled call, stopping at each detection) gives the detections,
+    scores and positions of one update() per window, bit for bit."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet([0.3] * len(LABELS), size=n)
+    hop, rate, first = 320, 16000, 16000 + int(rng.integers(0, 5000))
+    options = dict(threshold={"yes": 0.5, "no": 0.4}, smoothing_windows=rows,
+                   decision_delay_s=delay_hops * hop / rate,
+                   refractory_s=refractory_hops * hop / rate)
+    one, block = PosteriorDetector(LABELS, **options), PosteriorDetector(LABELS, **options)
+    want = []
+    for j in range(n):
+        fired = one.update(probs[j], (first + j * hop) / rate, first + j * hop)
+        if fired is not None:
+            want.append((j, fired, one.fired_score, one.fired_position))
+            if cancel:
+                one.cancel_refractory()
+    got, j = [], 0
+    while j < n:
+        j, fired = block.update_block(probs, j, first, hop, rate)
+        if fired is not None:
+            got.append((j, fired, block.fired_score, block.fired_position))
+            if cancel:
+                block.cancel_refractory()
+            j += 1
+    assert got == want
+    assert np.array_equal(block.smoothed, one.smoothed)
+
+
+def test_spotter_block_decisions_equal_hop_by_hop(causal_model):
+    """Without trace the spotter decides a block's hops in one compiled call; detections are
+    those of the hop-by-hop path (taken with trace on), for several chunk sizes."""
+    audio = _speechy(5.0, seed=4)
+    # the tiny model's keyword posteriors stay tiny: a tiny threshold gives detections
+    options = dict(policy="fp32", incremental=True, threshold=2e-6, refractory_ms=300.0)
+    ref = KeywordSpotter(causal_model, trace=True, **options)
+    want = ref.process(audio)
+    assert len(want) >= 2  # the comparison needs detections
+    for chunk in (160, 1600, 7777):
+        sp = KeywordSpotter(causal_model, **options)
+        got = [d for i in range(0, audio.size, chunk) for d in sp.process(audio[i:i + chunk])]
+        assert got == want
+        np.testing.assert_array_equal(sp.scores, ref.scores)
+
+
 def test_queue_drops_oldest_and_counts():
     async def go():
         q = DropOldestQueue(3)

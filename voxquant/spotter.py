@@ -426,10 +426,25 @@ class KeywordSpotter:
         decisions = sum(1 for hop in pending if hop[4])
         self._count_run(level, dt, decisions)
         cpu_us = dt * 1e6 / n
-        for j, (i, _, end_s, end_sample, decide) in enumerate(pending):
-            if decide:
-                fired = self._score(probs[j], end_s, end_sample)
-                self._decided(fired, level, i, True, end_s, cpu_us, detections)
+        if decisions == n and not (self.trace_enabled or self.record_posteriors):
+            # every hop decides (consecutive windows): the detector takes them in one
+            # compiled call that stops at each detection
+            fe = self.card.frontend
+            j = 0
+            while j < n:
+                j, fired = self._detector.update_block(probs, j, pending[0][3],
+                                                       fe.hop_samples, fe.sample_rate_hz)
+                if fired is not None:
+                    i, _, end_s, _, _ = pending[j]
+                    self.scores[:] = probs[j]
+                    self._decided(fired, level, i, True, end_s, cpu_us, detections)
+                    j += 1
+            self.scores[:] = probs[n - 1]
+        else:
+            for j, (i, _, end_s, end_sample, decide) in enumerate(pending):
+                if decide:
+                    fired = self._score(probs[j], end_s, end_sample)
+                    self._decided(fired, level, i, True, end_s, cpu_us, detections)
         pending.clear()
 
     def _count_run(self, level: str, cpu_s: float, windows: int) -> None:
