@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from numba import njit
+
 from voxquant.errors import ConfigError
 
 __all__ = ["PrecisionController", "ControllerConfig"]
@@ -77,52 +80,98 @@ def controller_config(card) -> ControllerConfig:
         raise ConfigError(f"{card.name}: invalid controller thresholds: {exc}") from None
 
 
+# controller state, one float64 array: level in force, time in it, calm time, switches
+_LEVEL, _TIME_IN_LEVEL_S, _CALM_S, _SWITCHES = range(4)
+
+
+@njit(cache=True, nogil=True)
+def _target_level(thresholds, snr_db, margin_db):  # pragma: no cover
+    """Widest level whose threshold the SNR is below (minus a margin)."""
+    level = 0
+    for i in range(thresholds.shape[0]):
+        if snr_db < thresholds[i] + margin_db:
+            level = i + 1
+    return level
+
+
+@njit(cache=True, nogil=True)
+def _switch(state, level):  # pragma: no cover
+    state[_LEVEL] = level
+    state[_TIME_IN_LEVEL_S] = 0.0
+    state[_CALM_S] = 0.0
+    state[_SWITCHES] += 1
+
+
+@njit(cache=True, nogil=True)
+def _run_block(state, thresholds, hysteresis_db, min_dwell_s, hop_s, noise, n,
+               levels):  # pragma: no cover
+    """``levels[i]`` = the level in force after hop ``i``'s SNR estimate (``noise[i, 2] -
+    noise[i, 1]``, as ``NoiseTracker.run_block`` writes them), for ``i < n``."""
+    for i in range(n):
+        snr_db = noise[i, 2] - noise[i, 1]
+        state[_TIME_IN_LEVEL_S] += hop_s
+        wanted = _target_level(thresholds, snr_db, 0.0)
+        if wanted > state[_LEVEL]:
+            _switch(state, wanted)  # widen at once
+        else:
+            # Narrow only if even with the hysteresis margin a cheaper level fits.
+            narrower = _target_level(thresholds, snr_db, hysteresis_db)
+            if narrower < state[_LEVEL]:
+                state[_CALM_S] += hop_s
+                if state[_CALM_S] >= min_dwell_s and state[_TIME_IN_LEVEL_S] >= min_dwell_s:
+                    _switch(state, state[_LEVEL] - 1)
+            else:
+                state[_CALM_S] = 0.0
+        levels[i] = int(state[_LEVEL])
+
+
 class PrecisionController:
-    """Map a running SNR estimate to a precision level with hysteresis and dwell."""
+    """Map a running SNR estimate to a precision level with hysteresis and dwell.
+
+    :meth:`run_block` takes a block of hops in one compiled call (the spotter's path);
+    :meth:`update` is one hop of it.
+    """
 
     def __init__(self, config: ControllerConfig | None = None, *, hop_s: float = 0.02):
         self.config = config or ControllerConfig()
         self.hop_s = hop_s
+        self._thresholds = np.array(self.config.widen_below_snr_db, np.float64)
+        self._state = np.zeros(4)
+        self._one_snr = np.zeros((1, 3))
+        self._one_level = np.zeros(1, np.int64)
         self.reset()
 
     @property
     def levels(self) -> Sequence[str]:
         return self.config.levels
 
+    @property
+    def level(self) -> int:
+        """Index of the level in force."""
+        return int(self._state[_LEVEL])
+
+    @property
+    def switches(self) -> int:
+        return int(self._state[_SWITCHES])
+
     def reset(self) -> None:
-        self.level = 0
-        self._time_in_level_s = 0.0
-        self._calm_s = 0.0
-        self.switches = 0
+        self._state[:] = 0.0
 
     def target_level(self, snr_db: float, margin_db: float = 0.0) -> int:
         """Widest level whose threshold the SNR is below (minus a margin)."""
-        level = 0
-        for i, threshold in enumerate(self.config.widen_below_snr_db):
-            if snr_db < threshold + margin_db:
-                level = i + 1
-        return level
+        return _target_level(self._thresholds, float(snr_db), float(margin_db))
+
+    def run_block(self, noise: np.ndarray, n: int, levels: np.ndarray) -> np.ndarray:
+        """The level index in force after each of the first ``n`` hops into ``levels``
+        (int64), from the noise tracker's block rows ``noise`` [.., 3] (SNR = column 2
+        minus column 1); the same as :meth:`update` hop by hop."""
+        cfg = self.config
+        _run_block(self._state, self._thresholds, float(cfg.hysteresis_db),
+                   float(cfg.min_dwell_s), float(self.hop_s), noise, n, levels)
+        return levels
 
     def update(self, snr_db: float) -> str:
         """Feed one hop's SNR estimate; return the level name in force."""
-        cfg = self.config
-        self._time_in_level_s += self.hop_s
-        wanted = self.target_level(snr_db)
-        if wanted > self.level:
-            self._switch(wanted)  # widen at once
-        else:
-            # Narrow only if even with the hysteresis margin a cheaper level fits.
-            narrower = self.target_level(snr_db, margin_db=cfg.hysteresis_db)
-            if narrower < self.level:
-                self._calm_s += self.hop_s
-                if self._calm_s >= cfg.min_dwell_s and self._time_in_level_s >= cfg.min_dwell_s:
-                    self._switch(self.level - 1)
-            else:
-                self._calm_s = 0.0
-        return cfg.levels[self.level]
-
-    def _switch(self, level: int) -> None:
-        self.level = level
-        self._time_in_level_s = 0.0
-        self._calm_s = 0.0
-        self.switches += 1
+        self._one_snr[0, 2] = snr_db
+        self.run_block(self._one_snr, 1, self._one_level)
+        return self.config.levels[self._one_level[0]]

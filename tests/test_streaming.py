@@ -89,6 +89,50 @@ def test_controller_widens_at_once_and_narrows_after_dwell_with_hysteresis():
         ControllerConfig(widen_below_snr_db=(5.0, 8.0))
 
 
+def _controller_reference(cfg, hop_s, snrs):
+    """The controller's rule written plainly: widen at once; narrow one level after the SNR
+    has stood a hysteresis above the threshold for the dwell time (and the level as long)."""
+    def target(snr, margin=0.0):
+        return sum(1 for t in cfg.widen_below_snr_db if snr < t + margin)
+
+    level, in_level, calm, out = 0, 0.0, 0.0, []
+    for snr in snrs:
+        in_level += hop_s
+        if target(snr) > level:
+            level, in_level, calm = target(snr), 0.0, 0.0
+        elif target(snr, cfg.hysteresis_db) < level:
+            calm += hop_s
+            if calm >= cfg.min_dwell_s and in_level >= cfg.min_dwell_s:
+                level, in_level, calm = level - 1, 0.0, 0.0
+        else:
+            calm = 0.0
+        out.append(level)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(runs=st.lists(st.tuples(st.floats(-10, 40), st.integers(1, 80)), min_size=1,
+                     max_size=8),
+       cuts=st.lists(st.integers(1, 40), min_size=1, max_size=5),
+       dwell_s=st.sampled_from([0.0, 0.1, 1.0]), seed=st.integers(0, 2**31))
+def test_controller_block_equals_reference(runs, cuts, dwell_s, seed):
+    """run_block over any split of the hops gives the plain rule's level at every hop."""
+    rng = np.random.default_rng(seed)
+    snrs = np.concatenate([level + rng.normal(0, 2, n) for level, n in runs])
+    cfg = ControllerConfig(widen_below_snr_db=(20.0, 8.0), hysteresis_db=3.0,
+                           min_dwell_s=dwell_s)
+    ctl = PrecisionController(cfg, hop_s=0.02)
+    noise = np.zeros((snrs.size, 3))
+    noise[:, 2], noise[:, 1] = snrs + 50.0, 50.0
+    got, i, k = np.zeros(snrs.size, np.int64), 0, 0
+    while i < snrs.size:
+        n = min(cuts[k % len(cuts)], snrs.size - i)
+        ctl.run_block(noise[i:], n, got[i:])
+        i, k = i + n, k + 1
+    assert got.tolist() == _controller_reference(cfg, 0.02, (noise[:, 2] - noise[:, 1]).tolist())
+    assert ctl.switches == int((np.diff(np.concatenate([[0], got])) != 0).sum())
+
+
 def test_controller_ladder_without_unoffered_levels():
     cfg = ControllerConfig(widen_below_snr_db=(20.0, 8.0))
     no_int16 = cfg.restricted_to(("int8", "fp32"))

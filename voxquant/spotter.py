@@ -181,6 +181,8 @@ class KeywordSpotter:
         # per hop of a block: (energy dBFS, noise floor, speech level), gate open or not
         self._noise_buf = np.empty((HOPS_PER_BLOCK, 3), np.float64)
         self._open_buf = np.ones(HOPS_PER_BLOCK, np.bool_)
+        self._level_buf = np.zeros(HOPS_PER_BLOCK, np.int64)  # adaptive: the level per hop
+        self._fixed_level = POLICIES[policy]  # None: adaptive
         self._probs_buf = np.empty((HOPS_PER_BLOCK, len(self.card.labels)), np.float32)
         self._pending: list[tuple] = []  # incremental steps waiting for one batched call
         self.trace_enabled = trace
@@ -219,8 +221,9 @@ class KeywordSpotter:
     @property
     def precision(self) -> str:
         """Precision level in force now."""
-        fixed = POLICIES[self.policy]
-        return fixed if fixed is not None else self._controller.levels[self._controller.level]
+        if self._fixed_level is not None:
+            return self._fixed_level
+        return self._controller.levels[self._controller.level]
 
     def reset(self) -> None:
         """Forget all audio and statistics; the next chunk starts a new stream."""
@@ -239,7 +242,7 @@ class KeywordSpotter:
         self._windows_run = 0
         self._windows_gated = 0
         self._cpu_s = 0.0
-        self._precision_time = {}
+        self._precision_hops: dict[str, int] = {}
         self._precision_windows = {}
         self._precision_cpu = {}
         self.overruns = 0
@@ -257,7 +260,7 @@ class KeywordSpotter:
             cpu_seconds=self._cpu_s,
             windows_run=self._windows_run,
             windows_gated=self._windows_gated,
-            precision_time=dict(self._precision_time),
+            precision_time={lv: n * self.hop_s for lv, n in self._precision_hops.items()},
             precision_windows=dict(self._precision_windows),
             precision_cpu_seconds=dict(self._precision_cpu),
             precision_macs=macs,
@@ -291,6 +294,8 @@ class KeywordSpotter:
             self._noise.run_block(self._energy_buf, n, self._noise_buf)
             if self.gate_enabled:
                 self._gate.run_block(self._noise_buf, n, self._open_buf)
+            if self._fixed_level is None:
+                self._controller.run_block(self._noise_buf, n, self._level_buf)
             for i in range(n):
                 self._hop(i, n, detections)
             self._flush_steps(detections)
@@ -355,19 +360,17 @@ class KeywordSpotter:
 
     def _hop(self, i: int, n: int, detections: list[Detection]) -> None:
         """Hop ``i`` of the ``n`` in the block's buffers (features, noise and gate, filled
-        by :meth:`process` for the whole block): controller, then the model.
+        by :meth:`process` for the whole block, as are the controller's levels): the model.
 
         Incremental steps wait in ``_pending`` so that consecutive ones run in one
         compiled call (:meth:`_flush_steps`); anything that must see their results
         first (the detector on a gated hop, a prime) flushes them.
         """
         self._hops += 1
-        fixed = POLICIES[self.policy]
-        if fixed is None:
-            level = self._controller.update(self._snr_db(i))
-        else:
-            level = fixed
-        self._precision_time[level] = self._precision_time.get(level, 0.0) + self.hop_s
+        level = self._fixed_level
+        if level is None:
+            level = self._controller.levels[self._level_buf[i]]
+        self._precision_hops[level] = self._precision_hops.get(level, 0) + 1
         gate_open = not self.gate_enabled or bool(self._open_buf[i])
         if self._hops < self.card.window_frames:
             return
