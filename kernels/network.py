@@ -1648,8 +1648,8 @@ def _advance_rings(ring, t_off, t_size, F, Q8, Q16, k):
 
     Measured on kws12: shifting the whole tensor cost 42 us per step; a ring of
     twice its rows, copied back every ``rows / k`` calls, about 10 us per call of 5
-    frames; with ``cap = rows + max(rows, 64)`` (``models.plan``) about 0.7 us, and
-    copying only the valid copies (int8: 1 of 7 bytes per element) about 0.1 us.
+    frames; with ``cap = rows + max(rows, 64)`` (``models.plan``) about 0.7 us (perf), of
+    which copying only the valid copies (int8: 1 of 7 bytes per element) leaves a seventh.
     """
     for t in range(ring.shape[0]):
         rows = ring[t, RING_ROWS]
@@ -1845,8 +1845,10 @@ def _run_layers(i0, i1, L, LF, prec, rows, t_off, t_size, qmode, st_scale, st_zp
                     continue
                 if p == P_F32:
                     _pool_layer_rows(F, i, L, t_off, r0, r1, is_max, False, acc_f, acc_i64)
-                elif p == P_I8:  # int8 sums in int32 (exact for pools under 2**24 taps)
+                elif p == P_I8 and L[i, LP_KH] * L[i, LP_KW] < 1 << 24:  # int32 sums exact
                     _pool_layer_rows(Q8, i, L, t_off, r0, r1, is_max, True, acc_f, acc_i32)
+                elif p == P_I8:
+                    _pool_layer_rows(Q8, i, L, t_off, r0, r1, is_max, True, acc_f, acc_i64)
                 else:
                     _pool_layer_rows(Q16, i, L, t_off, r0, r1, is_max, True, acc_f, acc_i64)
             if p != P_F32:

@@ -439,7 +439,6 @@ class KeywordSpotter:
                                                        fe.hop_samples, fe.sample_rate_hz)
                 if fired is not None:
                     i, _, end_s, _, _ = pending[j]
-                    self.scores[:] = probs[j]
                     self._decided(fired, level, i, True, end_s, cpu_us, detections)
                     j += 1
             self.scores[:] = probs[n - 1]
