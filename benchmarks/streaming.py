@@ -285,6 +285,10 @@ hour of keyword-free speech) is in `docs/detection.md`, written by `benchmarks/d
 - **Detector** (`stream/detector.py`): posteriors averaged over the last 3 windows, per-keyword
   thresholds; a keyword that crosses its threshold waits 200 ms for a better-scoring one
   (peak picking), then fires; 1 s refractory period.
+- **Per chunk, not per hop**: the noise tracker, the gate, the controller and the detector
+  each take all the hops of a chunk in one compiled call (the detector stops at each
+  detection so a confirming model can be asked), bit-identical to hop-by-hop updates; what
+  is left in Python per hop is bookkeeping.
 
 ## The stream
 

@@ -256,6 +256,37 @@ def test_spotter_block_decisions_equal_hop_by_hop(causal_model):
         np.testing.assert_array_equal(sp.scores, ref.scores)
 
 
+@pytest.mark.parametrize("incremental", [False, True])
+def test_warm_up_loads_every_compiled_piece(causal_model, incremental):
+    """After warm_up(), processing audio loads or compiles nothing more (a live source would
+    drop blocks while numba loads a kernel from its cache)."""
+    from numba.core.registry import CPUDispatcher
+
+    import voxquant.kernels.network
+    import voxquant.stream.controller
+    import voxquant.stream.detector
+    import voxquant.stream.frontend
+    import voxquant.stream.noise
+    import voxquant.stream.ring
+
+    modules = (voxquant.kernels.network, voxquant.stream.controller, voxquant.stream.detector,
+               voxquant.stream.frontend, voxquant.stream.noise, voxquant.stream.ring)
+
+    def overloads():
+        return {(m.__name__, name): len(f.overloads) for m in modules
+                for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
+
+    sp = KeywordSpotter(causal_model, policy="adaptive", incremental=incremental,
+                        threshold=2e-6)
+    sp.warm_up()
+    before = overloads()
+    audio = _speechy(3.0, seed=2)
+    for i in range(0, audio.size, 1600):
+        sp.process(audio[i:i + 1600])
+    assert sp.stats.windows_run > 0
+    assert overloads() == before
+
+
 def test_queue_drops_oldest_and_counts():
     async def go():
         q = DropOldestQueue(3)

@@ -303,7 +303,9 @@ class KeywordSpotter:
         return detections
 
     def warm_up(self) -> None:
-        """Run the model once at every precision level, then forget it.
+        """Run every compiled piece of the path once (front end, noise tracking, gate,
+        controller, frame ring, detector, the model at every precision level), then forget
+        it.
 
         The first call of a compiled kernel loads it from numba's cache (about a second)
         or compiles it (tens of seconds on a cold cache); doing that before a live source
@@ -314,6 +316,13 @@ class KeywordSpotter:
                                         self._feat_buf, self._energy_buf)
         NoiseTracker(hop_s=self.hop_s).run_block(self._energy_buf, 1, self._noise_buf)
         EnergyGate().run_block(self._noise_buf, 1, self._open_buf)
+        PrecisionController(self._controller.config).run_block(self._noise_buf, 1,
+                                                                self._level_buf)
+        FrameRing(1, fe.n_features).push(self._feat_buf[:1])
+        detector = PosteriorDetector(self.card.labels)
+        detector.update(self._probs_buf[0], 0.0, 0)
+        detector.update_block(self._probs_buf[:1], 0, 0, 1, 1.0)
+        detector.poll(0.0)
         window = np.zeros((self.card.window_frames, fe.n_features), np.float32)
         for level in self._runner.levels:
             if self.incremental:
