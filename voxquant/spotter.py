@@ -304,8 +304,8 @@ class KeywordSpotter:
 
     def warm_up(self) -> None:
         """Run every compiled piece of the path once (front end, noise tracking, gate,
-        controller, frame ring, detector, the model at every precision level), then forget
-        it.
+        controller, frame ring, detector, the model at every precision level, the confirming
+        model), then forget it.
 
         The first call of a compiled kernel loads it from numba's cache (about a second)
         or compiles it (tens of seconds on a cold cache); doing that before a live source
@@ -323,6 +323,9 @@ class KeywordSpotter:
         detector.update(self._probs_buf[0], 0.0, 0)
         detector.update_block(self._probs_buf[:1], 0, 0, 1, 1.0)
         detector.poll(0.0)
+        if self._confirm is not None:
+            keyword = next(k for k in self.card.labels if not k.startswith("_"))
+            self._confirm.score(keyword, np.zeros(self._confirm.window_samples, np.float32))
         window = np.zeros((self.card.window_frames, fe.n_features), np.float32)
         for level in self._runner.levels:
             if self.incremental:
