@@ -397,7 +397,7 @@ class Plan:
         ``kernels.network.run_network``).
         """
         if self._arrays is None:  # built once: every persistent buffer keeps its memory
-            self._arrays = net.PlanArrays(*(getattr(self, name) for name in net.PLAN_ARRAYS))
+            self._arrays = self._arrays_with()
         out = self.out if out is None else out
         net.run_plan(self._arrays, x, self._xq_dummy if x_q8 is None else x_q8,
                      net.P_F32 if x_q8 is None else net.P_I8, out, codes,
@@ -414,18 +414,10 @@ class Plan:
         if rows:
             self.F[self.t_off[0]: self.t_off[0] + self.t_size[0] // rows * cap] = 0.0
 
-    def _args(self, x, codes, x_q8, rows, t_off, F, Q8, Q16, ring=None, advance=0) -> list:
-        """The argument list of ``kernels.network.run_network``."""
-        in_prec = net.P_I8 if x_q8 is not None else net.P_F32
-        return [x, x_q8 if x_q8 is not None else self._xq_dummy, in_prec, self.out,
-                self.L, self.LF, codes, self.rows_window if rows is None else rows,
-                t_off, self.t_size, self.qmode, self.st_scale, self.st_zp, self.ost,
-                self.alpha, self.qsc, self.qzp, self.valid, F, Q8, Q16, self.w_f32,
-                self.w_i8, self.w_i16, self.b_f32, self.ws8, self.ws16, self.b_i32,
-                self.mult, self.shift, self.acc_f, self.acc_i32, self.acc_i64,
-                self.mscale, self._no_ring if ring is None else ring, advance,
-                self.wpk_i, self.wpk_f, self.xw_i, self.xw_f, self.acc_ti, self.acc_tf,
-                self.wpk_d, self.xw_d, self.acc_td]
+    def _arrays_with(self, **replaced: np.ndarray) -> net.PlanArrays:
+        """The plan's persistent arrays for ``kernels.network.run_plan``, some replaced."""
+        return net.PlanArrays(*(replaced.get(name, getattr(self, name))
+                                for name in net.PLAN_ARRAYS))
 
     def tensors_fp32(self, x: np.ndarray) -> list[np.ndarray]:
         """All activations of one fp32 run (no arena reuse): calibration input."""
@@ -437,7 +429,9 @@ class Plan:
         saved = self.qmode.copy()
         self.qmode[:] = net.Q_EXACT
         try:
-            net.run_network(*self._args(x, codes, None, None, off, F, Q8, Q16))
+            arrays = self._arrays_with(t_off=off, F=F, Q8=Q8, Q16=Q16, ring=self._no_ring)
+            net.run_plan(arrays, x, self._xq_dummy, net.P_F32, self.out, codes,
+                         self.rows_window, self.alpha, 0)
         finally:
             self.qmode[:] = saved
         return [F[off[t]: off[t] + sizes[t]].copy() for t in range(len(sizes))]

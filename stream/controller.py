@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from voxquant.errors import ConfigError
+from voxquant.stream.noise import SPEECH_LEVEL_DBFS, row_snr_db
 
 __all__ = ["PrecisionController", "ControllerConfig"]
 
@@ -80,8 +81,9 @@ def controller_config(card) -> ControllerConfig:
         raise ConfigError(f"{card.name}: invalid controller thresholds: {exc}") from None
 
 
-# controller state, one float64 array: level in force, time in it, calm time, switches
-_LEVEL, _TIME_IN_LEVEL_S, _CALM_S, _SWITCHES = range(4)
+# controller state, one float64 array: level in force, calm time, switches (the calm time
+# never exceeds the time in the level, so the dwell needs no second clock)
+_LEVEL, _CALM_S, _SWITCHES = range(3)
 
 
 @njit(cache=True, nogil=True)
@@ -97,7 +99,6 @@ def _target_level(thresholds, snr_db, margin_db):  # pragma: no cover
 @njit(cache=True, nogil=True)
 def _switch(state, level):  # pragma: no cover
     state[_LEVEL] = level
-    state[_TIME_IN_LEVEL_S] = 0.0
     state[_CALM_S] = 0.0
     state[_SWITCHES] += 1
 
@@ -105,11 +106,10 @@ def _switch(state, level):  # pragma: no cover
 @njit(cache=True, nogil=True)
 def _run_block(state, thresholds, hysteresis_db, min_dwell_s, hop_s, noise, n,
                levels):  # pragma: no cover
-    """``levels[i]`` = the level in force after hop ``i``'s SNR estimate (``noise[i, 2] -
-    noise[i, 1]``, as ``NoiseTracker.run_block`` writes them), for ``i < n``."""
+    """``levels[i]`` = the level in force after hop ``i``'s SNR estimate (of the rows
+    ``NoiseTracker.run_block`` writes), for ``i < n``."""
     for i in range(n):
-        snr_db = noise[i, 2] - noise[i, 1]
-        state[_TIME_IN_LEVEL_S] += hop_s
+        snr_db = row_snr_db(noise, i)
         wanted = _target_level(thresholds, snr_db, 0.0)
         if wanted > state[_LEVEL]:
             _switch(state, wanted)  # widen at once
@@ -118,7 +118,7 @@ def _run_block(state, thresholds, hysteresis_db, min_dwell_s, hop_s, noise, n,
             narrower = _target_level(thresholds, snr_db, hysteresis_db)
             if narrower < state[_LEVEL]:
                 state[_CALM_S] += hop_s
-                if state[_CALM_S] >= min_dwell_s and state[_TIME_IN_LEVEL_S] >= min_dwell_s:
+                if state[_CALM_S] >= min_dwell_s:
                     _switch(state, state[_LEVEL] - 1)
             else:
                 state[_CALM_S] = 0.0
@@ -136,8 +136,8 @@ class PrecisionController:
         self.config = config or ControllerConfig()
         self.hop_s = hop_s
         self._thresholds = np.array(self.config.widen_below_snr_db, np.float64)
-        self._state = np.zeros(4)
-        self._one_snr = np.zeros((1, 3))
+        self._state = np.zeros(3)
+        self._one_snr = np.zeros((1, 3))  # update()'s hop as a noise row, floor 0 dBFS
         self._one_level = np.zeros(1, np.int64)
         self.reset()
 
@@ -172,6 +172,6 @@ class PrecisionController:
 
     def update(self, snr_db: float) -> str:
         """Feed one hop's SNR estimate; return the level name in force."""
-        self._one_snr[0, 2] = snr_db
+        self._one_snr[0, SPEECH_LEVEL_DBFS] = snr_db
         self.run_block(self._one_snr, 1, self._one_level)
         return self.config.levels[self._one_level[0]]

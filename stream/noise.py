@@ -53,31 +53,32 @@ def _track_one(floor, level, e, rise_db, fall_alpha, release_db, nominal_dbfs): 
     return floor, level
 
 
-@njit(cache=True, nogil=True)
-def _track(energies_db, state, rise_db, fall_alpha, release_db, nominal_dbfs):  # pragma: no cover
-    """Advance (noise floor, speech level) in ``state`` over per-hop energies (dBFS)."""
-    floor, level = state[0], state[1]
-    for e in energies_db:
-        floor, level = _track_one(floor, level, e, rise_db, fall_alpha, release_db,
-                                  nominal_dbfs)
-    state[0] = floor
-    state[1] = level
+# columns of the rows NoiseTracker.run_block writes per hop
+ENERGY_DBFS, NOISE_FLOOR_DBFS, SPEECH_LEVEL_DBFS = range(3)
 
 
 @njit(cache=True, nogil=True)
-def _track_block(mean_squares, n, state, rise_db, fall_alpha, release_db, nominal_dbfs,
+def row_snr_db(rows, i):  # pragma: no cover - compiled
+    """The SNR estimate of hop ``i`` of :meth:`NoiseTracker.run_block`'s rows: speech
+    level minus noise floor (as :attr:`NoiseEstimate.snr_db`)."""
+    return rows[i, SPEECH_LEVEL_DBFS] - rows[i, NOISE_FLOOR_DBFS]
+
+
+@njit(cache=True, nogil=True)
+def _track_block(energies, n, in_dbfs, state, rise_db, fall_alpha, release_db, nominal_dbfs,
                  out):  # pragma: no cover
-    """:func:`_track` hop by hop over ``n`` frames' mean squares: ``out[t]`` gets (energy
-    dBFS, floor, speech level) after hop ``t``, the same arithmetic as
-    :func:`frame_energy_dbfs` per hop then :func:`_track` (libm ``log10`` in both)."""
+    """Advance (noise floor, speech level) in ``state`` hop by hop over ``n`` energies,
+    mean squares (as the front end gives them, converted as :func:`frame_energy_dbfs`
+    does, libm ``log10``) or already dBFS (``in_dbfs``); ``out[t]`` gets (energy dBFS,
+    floor, speech level) after hop ``t``."""
     floor, level = state[0], state[1]
     for t in range(n):
-        e = _dbfs(mean_squares[t])
+        e = energies[t] if in_dbfs else _dbfs(energies[t])
         floor, level = _track_one(floor, level, e, rise_db, fall_alpha, release_db,
                                   nominal_dbfs)
-        out[t, 0] = e
-        out[t, 1] = floor
-        out[t, 2] = level
+        out[t, ENERGY_DBFS] = e
+        out[t, NOISE_FLOOR_DBFS] = floor
+        out[t, SPEECH_LEVEL_DBFS] = level
     state[0] = floor
     state[1] = level
 
@@ -88,7 +89,7 @@ def _gate_block(block, n, open_db, hangover_hops, remaining, is_open):  # pragma
     energy exceeds the floor by ``open_db`` and ``hangover_hops - 1`` hops after."""
     r = remaining[0]
     for t in range(n):
-        if block[t, 0] > block[t, 1] + open_db:
+        if block[t, ENERGY_DBFS] > block[t, NOISE_FLOOR_DBFS] + open_db:
             r = hangover_hops
         elif r > 0:
             r -= 1
@@ -147,6 +148,7 @@ class NoiseTracker:
     def reset(self) -> None:
         self._state = np.array([np.nan, self.nominal_speech_dbfs])
         self._one = np.zeros(1)
+        self._one_out = np.zeros((1, 3))
 
     @property
     def noise_floor_dbfs(self) -> float | None:
@@ -159,21 +161,25 @@ class NoiseTracker:
     def update(self, energy_dbfs: float) -> NoiseEstimate:
         """Feed one hop's energy; return the new estimate."""
         self._one[0] = energy_dbfs
-        return self.run(self._one)
+        self._track(self._one, 1, True, self._one_out)
+        return NoiseEstimate(*(float(v) for v in self._one_out[0]))
+
+    def _track(self, energies: np.ndarray, n: int, in_dbfs: bool, out: np.ndarray) -> None:
+        _track_block(energies, n, in_dbfs, self._state, self.rise_db, self.fall_alpha,
+                     self.release_db, self.nominal_speech_dbfs, out)
 
     def run_block(self, mean_squares: np.ndarray, n: int, out: np.ndarray) -> None:
         """Feed ``n`` hops' mean-square energies (float64, as the front end gives them) in
         one compiled call; row ``t`` of ``out`` (float64 [>= n, 3]) gets the energy in
         dBFS, the noise floor and the speech level after hop ``t``: what :meth:`update`
         of each hop's :func:`frame_energy_dbfs` returns, without a Python call per hop."""
-        _track_block(mean_squares, n, self._state, self.rise_db, self.fall_alpha,
-                     self.release_db, self.nominal_speech_dbfs, out)
+        self._track(mean_squares, n, False, out)
 
     def run(self, energies_dbfs: np.ndarray) -> NoiseEstimate:
         """Feed many hops' energies at once (e.g. a whole clip); return the last estimate."""
-        _track(np.asarray(energies_dbfs, np.float64), self._state, self.rise_db,
-               self.fall_alpha, self.release_db, self.nominal_speech_dbfs)
-        last = float(energies_dbfs[-1]) if len(energies_dbfs) else _FLOOR_DBFS
+        energies = np.asarray(energies_dbfs, np.float64)
+        self._track(energies, energies.size, True, np.empty((energies.size, 3)))
+        last = float(energies[-1]) if energies.size else _FLOOR_DBFS
         return NoiseEstimate(last, float(self._state[0]), float(self._state[1]))
 
 
@@ -191,12 +197,12 @@ class EnergyGate:
     def __init__(self, *, hop_s: float = 0.02, open_db: float = 6.0, hangover_s: float = 1.2):
         self.open_db = open_db
         self.hangover_hops = max(1, int(round(hangover_s / hop_s)))
-        self.reset()
+        self._remaining = np.zeros(1, np.int64)
+        self._row = np.zeros((1, 2))  # update()'s one hop
+        self._open = np.zeros(1, np.bool_)
 
     def reset(self) -> None:
-        self._remaining = np.zeros(1, np.int64)
-        self._row = np.zeros((1, 2))
-        self._open = np.zeros(1, np.bool_)
+        self._remaining[0] = 0
 
     def update(self, estimate: NoiseEstimate) -> bool:
         """Return True when the model should run for this hop."""

@@ -21,7 +21,7 @@ from voxquant.spotter import POLICIES, KeywordSpotter
 from voxquant.stream.audio_io import load_audio
 from voxquant.stream.controller import PrecisionController, controller_config
 from voxquant.stream.frontend import StreamingFrontEnd
-from voxquant.stream.noise import NoiseTracker
+from voxquant.stream.noise import NoiseTracker, row_snr_db
 
 __all__ = ["ScoreRow", "FailedFile", "FileScorer", "AUDIO_SUFFIXES", "summarize"]
 
@@ -202,7 +202,7 @@ def clip_snr_db(mean_square_energies: np.ndarray) -> float:
         return 0.0
     track = np.empty((n, 3))  # (energy, floor, speech level) per hop
     NoiseTracker().run_block(np.asarray(mean_square_energies, np.float64), n, track)
-    return float(track[-1, 2] - track[-1, 1])
+    return float(row_snr_db(track, n - 1))
 
 
 def score_or_fail(scorer: FileScorer, path: str, label: str | None) -> ScoreRow | FailedFile:

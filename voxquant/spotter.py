@@ -24,7 +24,7 @@ from voxquant.stream.confirm import Confirmer
 from voxquant.stream.controller import ControllerConfig, PrecisionController, controller_config
 from voxquant.stream.detector import PosteriorDetector
 from voxquant.stream.frontend import StreamingFrontEnd
-from voxquant.stream.noise import EnergyGate, NoiseTracker
+from voxquant.stream.noise import EnergyGate, NoiseTracker, row_snr_db
 from voxquant.stream.ring import AudioHistory, FrameRing
 
 __all__ = ["KeywordSpotter", "POLICIES", "TraceRow"]
@@ -316,6 +316,7 @@ class KeywordSpotter:
                                         self._feat_buf, self._energy_buf)
         NoiseTracker(hop_s=self.hop_s).run_block(self._energy_buf, 1, self._noise_buf)
         EnergyGate().run_block(self._noise_buf, 1, self._open_buf)
+        row_snr_db(self._noise_buf, 0)  # the trace's
         PrecisionController(self._controller.config).run_block(self._noise_buf, 1,
                                                                 self._level_buf)
         FrameRing(1, fe.n_features).push(self._feat_buf[:1])
@@ -420,9 +421,6 @@ class KeywordSpotter:
             fired = self._score(probs, end_s, end_sample)
         self._decided(fired, level, i, gate_open, end_s, cpu_us, detections)
 
-    def _snr_db(self, i: int) -> float:
-        """Hop ``i``'s SNR estimate: speech level minus noise floor (as ``NoiseEstimate``)."""
-        return float(self._noise_buf[i, 2] - self._noise_buf[i, 1])
 
     def _window(self, back: int) -> np.ndarray:
         """The model's input window ending ``back`` hops before the newest frame."""
@@ -492,8 +490,8 @@ class KeywordSpotter:
                 )
             )
         if self.trace_enabled:
-            energy, floor = float(self._noise_buf[i, 0]), float(self._noise_buf[i, 1])
+            energy, floor, _ = (float(v) for v in self._noise_buf[i])
             self.trace.append(
-                TraceRow(end_s, energy, floor, self._snr_db(i), level, not gate_open, cpu_us,
-                         float(self.scores.max()))
+                TraceRow(end_s, energy, floor, float(row_snr_db(self._noise_buf, i)), level,
+                         not gate_open, cpu_us, float(self.scores.max()))
             )
