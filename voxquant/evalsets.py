@@ -155,6 +155,7 @@ def long_stream(
     gap_s: float = 1.5,
     quiet_s: float = 4.0,
     room_tone_dbfs: float = -60.0,
+    word_level_dbfs: float | None = -26.0,
     seed: int = 0,
     sample_rate_hz: int = 16000,
 ) -> tuple[np.ndarray, list[dict], list[tuple[float, float, float | None]]]:
@@ -162,13 +163,23 @@ def long_stream(
 
     Each segment starts with ``quiet_s`` of room tone (quiet noise, not
     digital silence) then has words separated by ``gap_s``, with the
-    segment's noise at ``segment_snr`` (relative to the words' power).
+    segment's noise at ``segment_snr`` relative to each word's power.
+
+    ``word_level_dbfs`` scales every word clip to that mean power (over the
+    whole clip, as :func:`voxquant.models.datasets.mix_at_snr` measures it), so
+    every word of a segment sits at the segment's SNR. Recorded levels of
+    Speech Commands clips spread over 20 dB (half the keyword clips of the
+    validation speakers lie more than 6 dB below the set's mean power), so with
+    ``None`` (keep recorded levels; the noise is set against the set's mean
+    power) a "10 dB" segment holds words from about -6 to +14 dB (10th to 90th
+    percentile of the keyword clips).
 
     Returns
     -------
     audio, events, segments
-        events: ``{"word", "label", "start_s", "end_s", "speech_start_s",
-        "speech_end_s", "snr_db", "is_keyword"}`` per word (``start_s``/``end_s``:
+        events: ``{"item", "word", "label", "start_s", "end_s", "speech_start_s",
+        "speech_end_s", "snr_db", "is_keyword"}`` per word (``item``: its index in
+        ``evalset``; ``start_s``/``end_s``:
         the whole clip; ``speech_*``: the spoken part, see :func:`speech_span`);
         segments: ``(start_s, end_s, snr_db)``.
     """
@@ -177,7 +188,10 @@ def long_stream(
     pieces, events, segments = [], [], []
     t = 0
     words = [i for i, lab in enumerate(evalset.labels) if lab != "_silence_"]
-    speech_rms = np.sqrt(np.mean([np.mean(evalset.audio[i] ** 2) for i in words]))
+    if word_level_dbfs is None:
+        speech_rms = np.sqrt(np.mean([np.mean(evalset.audio[i] ** 2) for i in words]))
+    else:
+        speech_rms = 10 ** (word_level_dbfs / 20)
     spans: dict[int, tuple[int, int]] = {}
     for snr in segment_snrs:
         seg_start = t
@@ -185,11 +199,15 @@ def long_stream(
         for _ in range(words_per_segment):
             i = words[rng.integers(len(words))]
             clip = evalset.audio[i]
+            if word_level_dbfs is not None:
+                power = float(np.mean(clip.astype(np.float64) ** 2))
+                clip = (clip * (speech_rms / np.sqrt(power) if power > 0 else 1.0)).astype(
+                    np.float32)
             pos = t + sum(p.size for p in parts)
             if i not in spans:  # a clip can be drawn many times: trim it once
                 spans[i] = speech_span(clip)
             first, last = spans[i]
-            events.append({"word": evalset.labels[i], "label": evalset.labels[i],
+            events.append({"item": int(i), "word": evalset.labels[i], "label": evalset.labels[i],
                            "start_s": pos / rate, "end_s": (pos + clip.size) / rate,
                            "speech_start_s": (pos + first) / rate,
                            "speech_end_s": (pos + last) / rate,
