@@ -217,6 +217,8 @@ def main(argv=None) -> int:
 
 
 def markdown(doc: dict) -> str:
+    from voxquant.evalsets import WORD_LEVEL_DBFS
+
     m = doc["machine"]
     conds = sorted({c for r in doc["results"].values() for c in r["recall"]})
     head = (["configuration"] + [f"recall {c}" for c in conds]
@@ -245,8 +247,10 @@ Written by `benchmarks/detection.py` (do not edit by hand); {doc['seconds']} s t
 Reproduce: `python benchmarks/detection.py --json detection.json --markdown docs/detection.md`
 
 Test material (never used for tuning): keyword stream from {doc['test_keyword_material']};
-keyword-free stream from {doc['test_free_material']}. Conditions: quiet = room tone at
--60 dBFS; "10 dB", "0 dB" = held-out real noise at that SNR. Per-keyword thresholds were chosen
+keyword-free stream from {doc['test_free_material']}. Every word clip is
+scaled to {WORD_LEVEL_DBFS:g} dBFS mean power, so each word sits at its segment's SNR
+(recorded levels spread over 20 dB). Conditions: quiet = room tone at -60 dBFS; "10 dB",
+"0 dB" = held-out real noise at that SNR to each word. Per-keyword thresholds were chosen
 on the other half of the held-out speakers ({'; '.join(doc['calibration_material'])}):
 just above the highest false-alarm peak of each keyword there (at least 0.5).
 

@@ -221,6 +221,8 @@ def _targets(by: dict, acc: dict) -> list[dict]:
 
 
 def _markdown(doc: dict) -> str:
+    from voxquant.evalsets import WORD_LEVEL_DBFS
+
     m = doc["machine"]
     head = ["configuration", "CPU ms / audio s (pipeline)", "model CPU ms / audio s",
             "gated", "precision time", "recall", "false alarms / h", "latency (median s)"]
@@ -293,7 +295,8 @@ hour of keyword-free speech) is in `docs/detection.md`, written by `benchmarks/d
 ## The stream
 
 {doc['stream_seconds']:.0f} s: {len(doc['segments'])} segments, each starting with quiet room tone
-(-60 dBFS noise) followed by words; noise SNR per segment
+(-60 dBFS noise) followed by words, each scaled to {WORD_LEVEL_DBFS:g} dBFS mean power;
+noise SNR (to each word) per segment
 {', '.join('clean' if s[2] is None else f"{s[2]:g} dB" for s in doc['segments'])};
 {doc['keywords_in_stream']} keywords among the words. Audio is fed in \
 {doc['chunk_ms']:g} ms chunks. Each

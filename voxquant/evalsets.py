@@ -16,7 +16,11 @@ import numpy as np
 
 from voxquant.paths import EXAMPLES_DIR, shared_data_dir
 
-__all__ = ["EvalSet", "load_eval_set", "mix", "long_stream", "pink_noise", "speech_span"]
+# mean power every word of a long_stream is scaled to (so the segment's SNR holds per word)
+WORD_LEVEL_DBFS = -26.0
+
+__all__ = ["WORD_LEVEL_DBFS", "EvalSet", "load_eval_set", "mix", "long_stream", "pink_noise",
+           "speech_span"]
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ def long_stream(
     gap_s: float = 1.5,
     quiet_s: float = 4.0,
     room_tone_dbfs: float = -60.0,
-    word_level_dbfs: float | None = -26.0,
+    word_level_dbfs: float | None = WORD_LEVEL_DBFS,
     seed: int = 0,
     sample_rate_hz: int = 16000,
 ) -> tuple[np.ndarray, list[dict], list[tuple[float, float, float | None]]]:
