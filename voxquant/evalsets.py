@@ -172,7 +172,7 @@ def long_stream(
     ``word_level_dbfs`` scales every word clip to that mean power (over the
     whole clip, as :func:`voxquant.models.datasets.mix_at_snr` measures it), so
     every word of a segment sits at the segment's SNR. Recorded levels of
-    Speech Commands clips spread over 20 dB (half the keyword clips of the
+    Speech Commands clips spread over 20 dB (about half the word clips of the
     validation speakers lie more than 6 dB below the set's mean power), so with
     ``None`` (keep recorded levels; the noise is set against the set's mean
     power) a "10 dB" segment holds words from about -6 to +14 dB (10th to 90th
