@@ -181,9 +181,8 @@ def long_stream(
     Returns
     -------
     audio, events, segments
-        events: ``{"item", "word", "label", "start_s", "end_s", "speech_start_s",
-        "speech_end_s", "snr_db", "is_keyword"}`` per word (``item``: its index in
-        ``evalset``; ``start_s``/``end_s``:
+        events: ``{"word", "label", "start_s", "end_s", "speech_start_s",
+        "speech_end_s", "snr_db", "is_keyword"}`` per word (``start_s``/``end_s``:
         the whole clip; ``speech_*``: the spoken part, see :func:`speech_span`);
         segments: ``(start_s, end_s, snr_db)``.
     """
@@ -193,9 +192,9 @@ def long_stream(
     t = 0
     words = [i for i, lab in enumerate(evalset.labels) if lab != "_silence_"]
     if word_level_dbfs is None:
-        speech_rms = np.sqrt(np.mean([np.mean(evalset.audio[i] ** 2) for i in words]))
+        word_rms = np.sqrt(np.mean([np.mean(evalset.audio[i] ** 2) for i in words]))
     else:
-        speech_rms = 10 ** (word_level_dbfs / 20)
+        word_rms = 10 ** (word_level_dbfs / 20)
     spans: dict[int, tuple[int, int]] = {}
     for snr in segment_snrs:
         seg_start = t
@@ -205,13 +204,13 @@ def long_stream(
             clip = evalset.audio[i]
             if word_level_dbfs is not None:
                 power = float(np.mean(clip.astype(np.float64) ** 2))
-                clip = (clip * (speech_rms / np.sqrt(power) if power > 0 else 1.0)).astype(
+                clip = (clip * (word_rms / np.sqrt(power) if power > 0 else 1.0)).astype(
                     np.float32)
             pos = t + sum(p.size for p in parts)
             if i not in spans:  # a clip can be drawn many times: trim it once
                 spans[i] = speech_span(clip)
             first, last = spans[i]
-            events.append({"item": int(i), "word": evalset.labels[i], "label": evalset.labels[i],
+            events.append({"word": evalset.labels[i], "label": evalset.labels[i],
                            "start_s": pos / rate, "end_s": (pos + clip.size) / rate,
                            "speech_start_s": (pos + first) / rate,
                            "speech_end_s": (pos + last) / rate,
@@ -225,7 +224,7 @@ def long_stream(
         bed = bed / (np.sqrt(np.mean(bed**2)) + 1e-12)
         tone = 10 ** (room_tone_dbfs / 20) * bed
         if snr is not None:
-            tone = tone + bed * speech_rms * 10 ** (-snr / 20)
+            tone = tone + bed * word_rms * 10 ** (-snr / 20)
         pieces.append((seg + tone).astype(np.float32))
         t += seg.size
         segments.append((seg_start / rate, t / rate, snr))
