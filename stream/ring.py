@@ -9,16 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["SampleBuffer", "FrameRing", "AudioHistory"]
-
-
-@njit(cache=True, nogil=True)
-def _shift_left(buf, start, stop):  # pragma: no cover - compiled
-    """Move buf[start:stop] to buf[0:stop-start] (forward copy, overlap-safe)."""
-    n = stop - start
-    for i in range(n):
-        buf[i] = buf[start + i]
-    return n
+__all__ = ["FrameRing", "AudioHistory"]
 
 
 @njit(cache=True, nogil=True)
@@ -35,55 +26,6 @@ def _mirror_write(data, head, frames):  # pragma: no cover - compiled
             data[row, c] = v
             data[cap + row, c] = v
     return (head + n) % cap
-
-
-class SampleBuffer:
-    """A linear sample buffer of fixed capacity, compacted on consume.
-
-    Frames are read as strided views of contiguous memory (no copy), which a
-    wrap-around ring cannot give; compaction moves at most one frame's worth
-    of samples per consume.
-    """
-
-    def __init__(self, capacity: int):
-        self._buf = np.zeros(int(capacity), dtype=np.float32)
-        self._size = 0
-
-    @property
-    def capacity(self) -> int:
-        return self._buf.shape[0]
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def free(self) -> int:
-        return self.capacity - self._size
-
-    def clear(self) -> None:
-        self._size = 0
-
-    def append(self, samples: np.ndarray) -> None:
-        """Copy ``samples`` (at most ``free`` of them) to the end."""
-        n = samples.shape[0]
-        if n > self.free:
-            raise ValueError(f"SampleBuffer overflow: {n} samples, {self.free} free")
-        if samples.dtype == np.int16:
-            end = self._size + n
-            np.multiply(samples, np.float32(1.0 / 32768.0), out=self._buf[self._size : end])
-        else:
-            self._buf[self._size : self._size + n] = samples
-        self._size += n
-
-    def consume(self, n: int) -> None:
-        """Drop the first ``n`` samples, keeping the rest at the front."""
-        n = min(int(n), self._size)
-        self._size = _shift_left(self._buf, n, self._size)
-
-    def contents(self) -> np.ndarray:
-        """View of the buffered samples."""
-        return self._buf[: self._size]
 
 
 class FrameRing:

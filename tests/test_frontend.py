@@ -18,7 +18,7 @@ from voxquant.stream.frontend import (
     compute_features,
     get_frontend_config,
 )
-from voxquant.stream.ring import FrameRing, SampleBuffer
+from voxquant.stream.ring import FrameRing
 
 RNG = np.random.default_rng(1234)
 # 3.7 s of noisy "speech-like" audio: tones, noise bursts, a DC offset, silence.
@@ -106,16 +106,6 @@ def test_push_into_allocates_nothing_in_steady_state():
     tracemalloc.stop()
     grown = sum(s.size_diff for s in after.compare_to(before, "filename") if s.size_diff > 0)
     assert grown < 4096, f"front end grew by {grown} bytes over 500 chunks"
-
-
-def test_sample_buffer_compacts_in_place():
-    buf = SampleBuffer(10)
-    buf.append(np.arange(8, dtype=np.float32))
-    np.testing.assert_array_equal(buf.contents()[4:8], [4, 5, 6, 7])
-    buf.consume(6)
-    np.testing.assert_array_equal(buf.contents(), [6, 7])
-    with pytest.raises(ValueError, match="overflow"):
-        buf.append(np.zeros(9, np.float32))
 
 
 def test_frame_ring_returns_newest_frames_contiguously():
