@@ -262,9 +262,10 @@ def _push_samples(chunk, from_int16, buf, size, hop, window, bitrev, twiddle_re,
     (float32, and the raw frame's mean square into ``energy`` in float64 when
     ``with_energy``), power spectrum (:func:`~voxquant.kernels.fft.rfft_power`),
     ``|X| ** power_exp``, sparse mel weighting, ``log(mel + log_offset)``, optional DCT.
-    int16 samples become ``sample * float32(1 / 32768)`` (``from_int16``). Consumed samples
-    are moved to the front of ``buf`` when it is full and at the end. ``scratch``: float64
-    ``[4, >= fft_size // 2 + 1]``.
+    int16 samples become ``sample * float32(1 / 32768)`` (``from_int16``). After each pass
+    over what fits in ``buf``, the samples still needed are moved to its front. ``scratch``:
+    float64 ``[5, >= max(fft_size, n_mels)]`` (frame, FFT real and imaginary parts, power,
+    log-mel).
     """
     cap = buf.shape[0]
     w = window.shape[0]
