@@ -3,7 +3,8 @@
 Why not ``numpy.fft.rfft``: on the 2-core dev machine a call on the 5 frames of a 100 ms chunk
 costs 15-30 us, nearly all of it fixed per-call overhead (a 1-row call costs 10 us, a 512-point
 transform itself about 1 us), and it cannot be called from inside a compiled loop. Written
-here, the front end runs a whole chunk (append, window, FFT, mel, log) in one compiled call.
+here, the front end turns all of a chunk's frames into features (window, FFT, mel, log) in
+one compiled call.
 
 Algorithm: a real transform of even length ``N = 2M`` as one complex transform of length ``M``
 (even samples as real parts, odd samples as imaginary parts), iterative radix-2

@@ -163,8 +163,8 @@ class PrecisionController:
 
     def run_block(self, noise: np.ndarray, n: int, levels: np.ndarray) -> np.ndarray:
         """The level index in force after each of the first ``n`` hops into ``levels``
-        (int64), from the noise tracker's block rows ``noise`` [.., 3] (SNR = column 2
-        minus column 1); the same as :meth:`update` hop by hop."""
+        (int64), from the noise tracker's block rows ``noise`` [.., 3] (SNR as
+        :func:`~voxquant.stream.noise.row_snr_db`); the same as :meth:`update` hop by hop."""
         cfg = self.config
         _run_block(self._state, self._thresholds, float(cfg.hysteresis_db),
                    float(cfg.min_dwell_s), float(self.hop_s), noise, n, levels)

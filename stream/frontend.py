@@ -10,7 +10,8 @@ operations whatever the chunking:
   through the same compiled steps in a fixed order, one frame at a time:
   window, power spectrum (:mod:`voxquant.kernels.fft`, float64), magnitude or
   power, mel weighting, log and DCT (no BLAS, whose blocking can depend on the
-  row count). A whole chunk is one compiled call (:func:`_push_samples`).
+  row count). A chunk's frames are one compiled call
+  (:func:`_buffered_frames_to_features`).
 
 Two configurations ship (:func:`get_frontend_config`):
 
@@ -252,74 +253,62 @@ def _tables(cfg: FrontEndConfig) -> tuple[np.ndarray, ...]:
 
 
 @njit(cache=True, nogil=True)
-def _push_samples(chunk, from_int16, buf, size, hop, window, bitrev, twiddle_re, twiddle_im,
-                  split_re, split_im, power_exp, band_first_bin, band_offsets, band_weights,
-                  log_offset, dct, scratch, out, energy, with_energy):  # pragma: no cover
-    """Append ``chunk`` to the samples ``buf[:size]`` and turn every complete frame into
-    features, in one compiled call; returns ``(frames written, new size)``.
+def _buffered_frames_to_features(buf, size, hop, window, bitrev, twiddle_re, twiddle_im,
+                                 split_re, split_im, power_exp, band_first_bin, band_offsets,
+                                 band_weights, log_offset, dct, scratch, out, energy,
+                                 with_energy):  # pragma: no cover
+    """Turn every complete frame of the samples ``buf[:size]`` into features (rows of
+    ``out``), in one compiled call, then move the samples still needed to the front of
+    ``buf``; returns ``(frames written, new size)``.
 
     Per frame, in a fixed order whatever the chunking (the streaming invariant): window
     (float32, and the raw frame's mean square into ``energy`` in float64 when
     ``with_energy``), power spectrum (:func:`~voxquant.kernels.fft.rfft_power`),
     ``|X| ** power_exp``, sparse mel weighting, ``log(mel + log_offset)``, optional DCT.
-    int16 samples become ``sample * float32(1 / 32768)`` (``from_int16``). After each pass
-    over what fits in ``buf``, the samples still needed are moved to its front. ``scratch``:
-    float64 ``[5, >= max(fft_size, n_mels)]`` (frame, FFT real and imaginary parts, power,
-    log-mel).
+    ``scratch``: float64 ``[5, >= max(fft_size, n_mels)]`` (frame, FFT real and imaginary
+    parts, power, log-mel). The caller appends the samples (numpy, so this kernel sees one
+    array type whatever the chunk's dtype, layout or writability: a new type would be a
+    numba compilation in the middle of a stream).
     """
-    cap = buf.shape[0]
     w = window.shape[0]
     n_mels = band_first_bin.shape[0]
     n_out = out.shape[1]
     frame, re, im, power, mel = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
-    int_scale = np.float32(1.0 / 32768.0)
     written = 0
-    pos = 0
-    while pos < chunk.shape[0]:
-        take = min(cap - size, chunk.shape[0] - pos)
-        for i in range(take):
-            if from_int16:
-                buf[size + i] = np.float32(chunk[pos + i]) * int_scale
-            else:
-                buf[size + i] = chunk[pos + i]
-        size += take
-        pos += take
-        start = 0
-        while start + w <= size:
-            acc = 0.0
-            for i in range(w):
-                x = buf[start + i]
-                acc += np.float64(x) * x
-                frame[i] = x * window[i]
-            if with_energy:
-                energy[written] = acc / w
-            rfft_power(frame, w, bitrev, twiddle_re, twiddle_im, split_re, split_im, re, im,
-                       power)
-            for j in range(n_mels):
+    start = 0
+    while start + w <= size:
+        acc = 0.0
+        for i in range(w):
+            x = buf[start + i]
+            acc += np.float64(x) * x
+            frame[i] = x * window[i]
+        if with_energy:
+            energy[written] = acc / w
+        rfft_power(frame, w, bitrev, twiddle_re, twiddle_im, split_re, split_im, re, im,
+                   power)
+        for j in range(n_mels):
+            total = 0.0
+            first = band_first_bin[j]
+            for i in range(band_offsets[j + 1] - band_offsets[j]):
+                p = power[first + i]
+                mag = p if power_exp == 2.0 else np.sqrt(p) if power_exp == 1.0 else (
+                    p ** (0.5 * power_exp))
+                total += mag * band_weights[band_offsets[j] + i]
+            mel[j] = np.log(total + log_offset)
+        if dct.shape[1] == 0:
+            for j in range(n_out):
+                out[written, j] = mel[j]
+        else:
+            for k in range(n_out):
                 total = 0.0
-                first = band_first_bin[j]
-                for i in range(band_offsets[j + 1] - band_offsets[j]):
-                    p = power[first + i]
-                    mag = p if power_exp == 2.0 else np.sqrt(p) if power_exp == 1.0 else (
-                        p ** (0.5 * power_exp))
-                    total += mag * band_weights[band_offsets[j] + i]
-                mel[j] = np.log(total + log_offset)
-            if dct.shape[1] == 0:
-                for j in range(n_out):
-                    out[written, j] = mel[j]
-            else:
-                for k in range(n_out):
-                    total = 0.0
-                    for j in range(n_mels):
-                        total += mel[j] * dct[j, k]
-                    out[written, k] = total
-            written += 1
-            start += hop
-        if start > 0:
-            for i in range(size - start):
-                buf[i] = buf[start + i]
-            size -= start
-    return written, size
+                for j in range(n_mels):
+                    total += mel[j] * dct[j, k]
+                out[written, k] = total
+        written += 1
+        start += hop
+    for i in range(size - start):
+        buf[i] = buf[start + i]
+    return written, size - start
 
 
 class StreamingFrontEnd:
@@ -409,15 +398,24 @@ class StreamingFrontEnd:
         if energy_out is not None and energy_out.shape[0] < needed:
             raise ConfigError(f"energy buffer of {energy_out.shape[0]} rows too small for "
                               f"{needed} frames")
-        if chunk.dtype != np.int16 and chunk.dtype != np.float32:
-            chunk = chunk.astype(np.float32)
         cfg = self.config
-        written, self._size = _push_samples(
-            chunk, chunk.dtype == np.int16, self._buf, self._size, cfg.hop_samples,
-            self._window, *self._fft_tables, float(cfg.spectrum_power), self._band_first,
-            self._band_offsets, self._band_weights, float(cfg.log_offset), self._dct,
-            self._scratch, out, self._no_energy if energy_out is None else energy_out,
-            energy_out is not None)
+        energy = self._no_energy if energy_out is None else energy_out
+        written = 0
+        pos = 0
+        while pos < chunk.shape[0]:  # one pass unless the chunk overflows the buffer
+            take = min(self._buf.shape[0] - self._size, chunk.shape[0] - pos)
+            dest = self._buf[self._size : self._size + take]
+            if chunk.dtype == np.int16:
+                np.multiply(chunk[pos : pos + take], np.float32(1.0 / 32768.0), out=dest)
+            else:
+                dest[:] = chunk[pos : pos + take]
+            pos += take
+            n, self._size = _buffered_frames_to_features(
+                self._buf, self._size + take, cfg.hop_samples, self._window, *self._fft_tables,
+                float(cfg.spectrum_power), self._band_first, self._band_offsets,
+                self._band_weights, float(cfg.log_offset), self._dct, self._scratch,
+                out[written:], energy[written:], energy_out is not None)
+            written += n
         self.samples_seen += chunk.shape[0]
         self.frames_emitted += written
         return written

@@ -143,12 +143,13 @@ class NoiseTracker:
         self.fall_alpha = 1.0 - np.exp(-hop_s / floor_fall_tau_s)
         self.release_db = speech_release_db_per_s * hop_s
         self.nominal_speech_dbfs = nominal_speech_dbfs
+        self._state = np.empty(2)  # noise floor (nan: none yet), speech level
+        self._one = np.zeros(1)  # update()'s one hop
+        self._one_out = np.zeros((1, 3))
         self.reset()
 
     def reset(self) -> None:
-        self._state = np.array([np.nan, self.nominal_speech_dbfs])
-        self._one = np.zeros(1)
-        self._one_out = np.zeros((1, 3))
+        self._state[:] = (np.nan, self.nominal_speech_dbfs)
 
     @property
     def noise_floor_dbfs(self) -> float | None:
@@ -206,7 +207,8 @@ class EnergyGate:
 
     def update(self, estimate: NoiseEstimate) -> bool:
         """Return True when the model should run for this hop."""
-        self._row[0, 0], self._row[0, 1] = estimate.energy_dbfs, estimate.noise_floor_dbfs
+        self._row[0, ENERGY_DBFS] = estimate.energy_dbfs
+        self._row[0, NOISE_FLOOR_DBFS] = estimate.noise_floor_dbfs
         self.run_block(self._row, 1, self._open)
         return bool(self._open[0])
 

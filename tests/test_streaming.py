@@ -256,12 +256,11 @@ def test_spotter_block_decisions_equal_hop_by_hop(causal_model):
         np.testing.assert_array_equal(sp.scores, ref.scores)
 
 
-@pytest.mark.parametrize("incremental", [False, True])
-def test_warm_up_loads_every_compiled_piece(causal_model, incremental):
-    """After warm_up(), processing audio loads or compiles nothing more (a live source would
-    drop blocks while numba loads a kernel from its cache)."""
+def _compiled_overloads() -> dict:
+    """How many compiled versions each numba function of the streaming path has loaded."""
     from numba.core.registry import CPUDispatcher
 
+    import voxquant.kernels.fft
     import voxquant.kernels.network
     import voxquant.stream.controller
     import voxquant.stream.detector
@@ -269,22 +268,41 @@ def test_warm_up_loads_every_compiled_piece(causal_model, incremental):
     import voxquant.stream.noise
     import voxquant.stream.ring
 
-    modules = (voxquant.kernels.network, voxquant.stream.controller, voxquant.stream.detector,
-               voxquant.stream.frontend, voxquant.stream.noise, voxquant.stream.ring)
+    modules = (voxquant.kernels.fft, voxquant.kernels.network, voxquant.stream.controller,
+               voxquant.stream.detector, voxquant.stream.frontend, voxquant.stream.noise,
+               voxquant.stream.ring)
+    return {(m.__name__, name): len(f.overloads) for m in modules
+            for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
 
-    def overloads():
-        return {(m.__name__, name): len(f.overloads) for m in modules
-                for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
 
+@pytest.mark.parametrize("incremental", [False, True])
+def test_warm_up_loads_every_compiled_piece(causal_model, incremental):
+    """After warm_up(), processing audio loads or compiles nothing more (a live source would
+    drop blocks while numba loads a kernel from its cache)."""
     sp = KeywordSpotter(causal_model, policy="adaptive", incremental=incremental,
                         threshold=2e-6)
     sp.warm_up()
-    before = overloads()
+    before = _compiled_overloads()
     audio = _speechy(3.0, seed=2)
     for i in range(0, audio.size, 1600):
         sp.process(audio[i:i + 1600])
     assert sp.stats.windows_run > 0
-    assert overloads() == before
+    assert _compiled_overloads() == before
+
+
+def test_warm_up_covers_every_kind_of_chunk(causal_model):
+    """int16, read-only and strided chunks (an app's own buffers) load nothing new either:
+    the front end's compiled call sees the same array types whatever the chunk."""
+    sp = KeywordSpotter(causal_model, policy="fp32", incremental=True, threshold=2e-6)
+    sp.warm_up()
+    before = _compiled_overloads()
+    audio = _speechy(1.0, seed=3)
+    read_only = audio.copy()
+    read_only.setflags(write=False)
+    for chunk in ((audio * 32767).astype(np.int16), read_only,
+                  np.repeat(audio, 2)[::2], audio.astype(np.float64)):
+        sp.process(chunk)
+    assert _compiled_overloads() == before
 
 
 def test_queue_drops_oldest_and_counts():

@@ -24,7 +24,13 @@ from voxquant.stream.confirm import Confirmer
 from voxquant.stream.controller import ControllerConfig, PrecisionController, controller_config
 from voxquant.stream.detector import PosteriorDetector
 from voxquant.stream.frontend import StreamingFrontEnd
-from voxquant.stream.noise import EnergyGate, NoiseTracker, row_snr_db
+from voxquant.stream.noise import (
+    ENERGY_DBFS,
+    NOISE_FLOOR_DBFS,
+    EnergyGate,
+    NoiseTracker,
+    row_snr_db,
+)
 from voxquant.stream.ring import AudioHistory, FrameRing
 
 __all__ = ["KeywordSpotter", "POLICIES", "TraceRow"]
@@ -421,7 +427,6 @@ class KeywordSpotter:
             fired = self._score(probs, end_s, end_sample)
         self._decided(fired, level, i, gate_open, end_s, cpu_us, detections)
 
-
     def _window(self, back: int) -> np.ndarray:
         """The model's input window ending ``back`` hops before the newest frame."""
         return self._frames.latest(self.card.window_frames, back=back)
@@ -490,8 +495,9 @@ class KeywordSpotter:
                 )
             )
         if self.trace_enabled:
-            energy, floor, _ = (float(v) for v in self._noise_buf[i])
+            row = self._noise_buf[i]
             self.trace.append(
-                TraceRow(end_s, energy, floor, float(row_snr_db(self._noise_buf, i)), level,
-                         not gate_open, cpu_us, float(self.scores.max()))
+                TraceRow(end_s, float(row[ENERGY_DBFS]), float(row[NOISE_FLOOR_DBFS]),
+                         float(row_snr_db(self._noise_buf, i)), level, not gate_open, cpu_us,
+                         float(self.scores.max()))
             )
