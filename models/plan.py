@@ -223,12 +223,15 @@ class Plan:
         self.acc_i32 = np.zeros(4 * cmax, np.int32)
         self.acc_i64 = np.zeros(4 * cmax, np.int64)
         self.mscale = np.zeros(cmax, np.float32)
+        self.pool_sum = np.zeros(cmax, np.int32)  # a global int8 average's channel sums
+        self.pool_at = np.full(2, -1, np.int64)  # (layer, input offset) they belong to
         self.rows_window = np.zeros((n_l, 4), np.int64)
         self.rows_window[:, 1] = [layer.out_shape[0] for layer in layers]
         self.out = np.zeros(int(np.prod(layers[-1].out_shape)), np.float32)
         self._xq_dummy = np.zeros(1, np.int8)
         self._no_ring = np.zeros((n_t, net.N_RING), np.int64)
         self._arrays: net.PlanArrays | None = None  # run_plan's persistent arrays
+        self._step_entry = None  # run_plan's compiled entry for run_step's argument types
         if graph.is_int8:
             self._set_tflite_static()
 
@@ -404,6 +407,27 @@ class Plan:
                      self.rows_window if rows is None else rows, self.alpha, int(advance))
         return out
 
+    def run_step(self, x: np.ndarray, codes: np.ndarray, rows: np.ndarray, advance: int,
+                 out: np.ndarray) -> None:
+        """:meth:`run` for incremental steps, with the argument types fixed by the caller.
+
+        ``x`` and ``out`` must be 1-D C-contiguous float32, ``codes`` 1-D and ``rows``
+        [n_layers, 4] C-contiguous int64: the types of every incremental step, so the call
+        goes straight to run_plan's compiled entry point, skipping the dispatcher's type
+        checks of its 9 arguments. Measured on kws12 (2-core EPYC, interleaved medians):
+        the dispatcher took about 1 us of a 22 us 5-frame int8 step. The entry point is
+        looked up after the first call, which goes through the dispatcher.
+        """
+        entry = self._step_entry
+        if entry is None:
+            self.run(x, codes, rows=rows, advance=advance, out=out)
+            self._step_entry = _compiled_entry(net.run_plan, (
+                self._arrays, x, self._xq_dummy, net.P_F32, out, codes, rows, self.alpha,
+                int(advance)))
+            return
+        entry(self._arrays, x, self._xq_dummy, net.P_F32, out, codes, rows, self.alpha,
+              advance)
+
     def reset_rings(self) -> None:
         """Zero the input ring and forget its integer copies (incremental mode)."""
         for t in np.flatnonzero(self.ring[:, net.RING_ROWS]):
@@ -478,3 +502,12 @@ class Plan:
             "peak_memory_bytes": int(self.arena.nbytes + packed + state),
             "weight_scheme": self.weight_scheme,
         }
+
+
+def _compiled_entry(dispatcher, args: tuple):
+    """The compiled entry point of ``dispatcher`` for the types of ``args`` (a C function
+    that unboxes the arguments by that signature: it checks nothing, so callers must pass
+    exactly these types), or the dispatcher itself when numba keeps no such overload."""
+    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    cres = dispatcher.overloads.get(sig)
+    return dispatcher if cres is None else cres.entry_point

@@ -167,6 +167,105 @@ def test_engine_quantize_region_rounds_half_away_from_zero(n, scale, zp, seed):
     assert sat == ref_sat
 
 
+_GEMM_ACC = None
+
+
+def _int8_gemm_acc(*args):
+    """``network._int8_gemm_acc`` (inlined in the engine) behind one compiled wrapper."""
+    global _GEMM_ACC
+    if _GEMM_ACC is None:
+        from numba import njit
+
+        from voxquant.kernels import network as net
+
+        @njit
+        def call(Q, zp, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, WO, wpk, r0, r1,
+                 xw, acc):
+            net._int8_gemm_acc(Q, zp, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, WO,
+                               wpk, 0, r0, r1, xw, acc)
+
+        _GEMM_ACC = call
+    _GEMM_ACC(*args)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 10), w=st.integers(1, 7), c=st.integers(1, 5), co=st.integers(1, 35),
+    kh=st.integers(1, 4), kw=st.integers(1, 3), full_width=st.booleans(),
+    sh=st.integers(1, 2), dh=st.integers(1, 2), pads=st.tuples(*[st.integers(0, 2)] * 4),
+    zp=st.integers(-128, 127), rows=st.tuples(st.integers(0, 10), st.integers(0, 10)),
+    roomy=st.booleans(), extreme=st.booleans(), seed=st.integers(0, 2**31),
+)
+def test_engine_int8_conv_sums_equal_reference(h, w, c, co, kh, kw, full_width, sh, dh, pads,
+                                               zp, rows, roomy, extreme, seed):
+    """The engine's int8 G == 1 conv sums (``network._int8_gemm_acc``: the pointwise,
+    contiguous-rows, padded-copy and per-tap im2col branches, then the vpmaddwd tiles)
+    equal integer arithmetic, for any rows, padding (real zeros), stride and dilation."""
+    from voxquant.kernels import network as net
+    from voxquant.models.plan import _pack_gemm_int16
+
+    pt, pb, pl, pr = pads
+    if full_width:  # a kernel over the whole width, as kws12's first layer
+        kw, pl, pr = w, 0, 0
+    ho = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    wo = (w + pl + pr - kw) // 1 + 1
+    r0, r1 = sorted((min(rows[0], ho), min(rows[1], ho)))
+    if ho < 1 or wo < 1 or r1 == r0:
+        return
+    rng = np.random.default_rng(seed)
+    x = (rng.choice([-128, 127], (h, w, c)) if extreme
+         else rng.integers(-128, 128, (h, w, c))).astype(np.int8)
+    wt = (rng.choice([-128, 127], (kh, kw, c, co)) if extreme
+          else rng.integers(-128, 128, (kh, kw, c, co))).astype(np.int8)
+    k_size, m = kh * kw * c, (r1 - r0) * wo
+    kp = -(-k_size // 4) * 4
+    in_off = 5
+    arena = np.zeros(in_off + x.size + 3, np.int8)
+    arena[in_off : in_off + x.size] = x.reshape(-1)
+    # a roomy scratch lets im2col_padded keep its zero-padded copy after the rows
+    xw = np.zeros(m * kp + (4096 if roomy else 0), np.int16)
+    nb = -(-co // net.GEMM_NR)
+    acc = np.zeros(nb * m * net.GEMM_NR, np.int32)
+    _int8_gemm_acc(arena, zp, in_off, h, w, c, kh, kw, sh, 1, pt, pl, dh, 1, co, wo,
+                   _pack_gemm_int16(wt.reshape(k_size, co)), r0, r1, xw, acc)
+    real = np.zeros((h + pt + pb + 2 * dh * kh, w + pl + pr, c), np.int64)  # padding is 0
+    real[pt : pt + h, pl : pl + w] = x.astype(np.int64) - zp
+    ref = np.zeros((ho, wo, co), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = real[ky * dh : ky * dh + sh * (ho - 1) + 1 : sh, kx : kx + wo]
+            ref += patch @ wt[ky, kx].astype(np.int64)
+    got = acc.reshape(nb, m, net.GEMM_NR).transpose(1, 0, 2).reshape(m, -1)[:, :co]
+    np.testing.assert_array_equal(got, ref[r0:r1].reshape(m, co))
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 20), w=st.integers(1, 3), c=st.integers(1, 40),
+       moves=st.lists(st.integers(-2, 3), min_size=1, max_size=8), extreme=st.booleans(),
+       seed=st.integers(0, 2**31))
+def test_engine_global_average_slides_exactly(h, w, c, moves, extreme, seed):
+    """``network.global_avg_int8`` over windows that move on by one row (sums slid), by
+    other steps or not at all (sums redone) equals the rounded average of each window."""
+    from voxquant.kernels import network as net
+
+    rng = np.random.default_rng(seed)
+    n_rows = h + 3 * len(moves) + 2
+    x = (rng.choice([-128, 127], (n_rows, w, c)) if extreme
+         else rng.integers(-128, 128, (n_rows, w, c))).astype(np.int8)
+    arena = np.concatenate([x.reshape(-1), np.full(c, 99, np.int8)])
+    out_off = x.size
+    sums, at = np.zeros(c, np.int32), np.full(2, -1, np.int64)
+    start = 0
+    for move in moves:
+        start = min(max(start + move, 0), n_rows - h)
+        net.global_avg_int8(arena, start * w * c, h, w * c, c, out_off, sums, at, 3)
+        total = x[start : start + h].astype(np.int64).sum((0, 1)).tolist()
+        n, half = h * w, (h * w) // 2
+        ref = [(a + half) // n if a > 0 else -((-a + half) // n) for a in total]
+        np.testing.assert_array_equal(arena[out_off:], ref)
+    np.testing.assert_array_equal(arena[:out_off], x.reshape(-1))  # the input is untouched
+
+
 def test_global_avg_pool_and_running_sums():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (25, 5, 64)).astype(np.uint8)

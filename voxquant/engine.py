@@ -361,17 +361,21 @@ class IncrementalRunner:
               or not out.flags.c_contiguous):
             raise ConfigError(f"out must be C-contiguous float32 of shape ({n}, {self._n_out})")
         precision = self.model.precision
+        codes = precision.codes
         i = 0
         if n and precision is not self._precision:  # a new plan recomputes every row once
             self._check(precision)
+            if codes.dtype != np.int64 or codes.ndim != 1 or not codes.flags.c_contiguous:
+                raise ConfigError("precision codes must be 1-D contiguous int64")
             self._precision = precision
-            self.plan.run(f[0], precision.codes, advance=1, out=out[0])
+            self.plan.run(f[0], codes, advance=1, out=out[0])
             i = 1
-        # the k outputs of a call go straight into their rows of `out`
+        # the k outputs of a call go straight into their rows of `out`; every argument has
+        # run_step's fixed types (f and out are C-contiguous float32, rows int64)
         while i < n:
             k = min(self.max_frames_per_call, n - i)
-            self.plan.run(f[i : i + k].reshape(-1), precision.codes, rows=self._rows_for(k),
-                          advance=k, out=out[i : i + k].reshape(-1))
+            self.plan.run_step(f[i : i + k].reshape(-1), codes, self._rows_for(k), k,
+                               out[i : i + k].reshape(-1))
             i += k
         return out
 
