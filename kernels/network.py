@@ -898,7 +898,7 @@ def conv_int_rows(Q, zp_in, in_off, H, W, C, w, woff, KH, KW, SH, SW, PT, PL, G,
 # written in generic LLVM vector IR (no x86-only intrinsics), so they compile on any CPU;
 # on AVX2 the integer one becomes ``vpmaddwd`` and the float one ``vfmadd231ps``.
 #
-# Integer packed layout: int16 [NB, K2, 16, 2] (16 channels x 2 consecutive k, zero padded);
+# Integer packed layout: int8 [NB, K2, 16, 2] (16 channels x 2 consecutive k, zero padded);
 # activations (x - zp) widened to int16 rows of kp = K rounded up to 4. pmaddwd sums each
 # channel's pair of products into one int32 lane (exact: |x - zp| <= 255 for int8).
 # Float packed layout: float32 [NB, K, 16].
@@ -911,8 +911,10 @@ TILE_RF = 6  # rows per float tile: 12 accumulators + 2 weight registers
 def _make_int_tile(rows: int):
     """``rows x 16`` int32 tile = sum over k2 of x[r, 2k2:2k2+2] . w[k2, c, 0:2] (vpmaddwd).
 
-    Each weight vector holds 8 channels x 2 consecutive k (int16); the activation pair is
-    broadcast as one 32-bit lane, so a pmaddwd lane is one channel's exact partial sum.
+    Each weight vector holds 8 channels x 2 consecutive k, stored as int8 and widened to
+    int16 as it is loaded (vpmovsxbw); the activation pair is broadcast as one 32-bit lane,
+    so a pmaddwd lane is one channel's exact partial sum. Storing the weights as int8
+    halves the bytes a step streams through the caches (kws12: 115 KB -> 58 KB).
     """
 
     @intrinsic
@@ -938,12 +940,13 @@ def _make_int_tile(rows: int):
             zero = ir.Constant(v8i32, None)
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
                     for _ in range(rows)]
+            v16i8 = ir.VectorType(ir.IntType(8), 16)
             with cgutils.for_range(builder, kc) as loop:
                 k = loop.index
-                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 64)))
-                wv = [builder.load(builder.inttoptr(
-                    builder.add(w_base, ir.Constant(intp, 32 * j)), v16i16.as_pointer()),
-                    align=2) for j in range(2)]
+                w_base = builder.add(wa, builder.mul(k, ir.Constant(intp, 32)))
+                wv = [builder.sext(builder.load(builder.inttoptr(
+                    builder.add(w_base, ir.Constant(intp, 16 * j)), v16i8.as_pointer()),
+                    align=1), v16i16) for j in range(2)]
                 x_off = builder.mul(k, ir.Constant(intp, 4))
                 for r in range(rows):
                     xaddr = builder.add(builder.add(xa, builder.mul(ir.Constant(intp, r), xs)),
@@ -1033,14 +1036,14 @@ _ft1, _ft2, _ft3, _ft4, _ft5, _ft6 = (_make_float_tile(r, False) for r in range(
 
 @njit(cache=True)
 def gemm_int_tiles(xw, kp, M, wpk, pk_off, CO, acc_t):
-    """int32 ``acc_t[NB, M, 16]`` = widened rows ``xw[M, kp]`` x packed int16 weights."""
+    """int32 ``acc_t[NB, M, 16]`` = widened rows ``xw[M, kp]`` x packed int8 weights."""
     k2 = kp // 2
     nblk = (CO + GEMM_NR - 1) // GEMM_NR
     xa = xw.ctypes.data
-    wa = wpk.ctypes.data + pk_off * 2
+    wa = wpk.ctypes.data + pk_off
     oa = acc_t.ctypes.data
     for nb in range(nblk):
-        wb = wa + nb * kp * GEMM_NR * 2
+        wb = wa + nb * kp * GEMM_NR
         t0 = 0
         while t0 < M:
             r = min(TILE_RI, M - t0)
@@ -2021,8 +2024,8 @@ def run_network(x_f32, x_q8, input_prec, out, L, LF, prec, rows, t_off, t_size, 
     layer's new rows to be its last ``k`` rows (no rows recomputed because of
     zero padding at the window's start).
 
-    ``wpk_i`` / ``wpk_f`` / ``wpk_d`` are the GEMM-packed weights of G == 1 convs (int8 as
-    int16, fp32, int16 as float64; offsets in ``L[:, LP_PKI/LP_PKF/LP_PKD]``), ``xw_*`` the
+    ``wpk_i`` / ``wpk_f`` / ``wpk_d`` are the GEMM-packed weights of G == 1 convs (int8,
+    fp32, int16 as float64; offsets in ``L[:, LP_PKI/LP_PKF/LP_PKD]``), ``xw_*`` the
     im2col scratch and ``acc_t*`` the tile outputs (``acc_tf`` also the int stores' min/max).
     """
     x_f32, x_q8, out, L, LF, prec, rows = (_borrow(x_f32), _borrow(x_q8), _borrow(out),

@@ -105,12 +105,12 @@ def quantize_weights_pow2(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.sign(w) * mag).astype(np.int8), scale
 
 
-def _pack_gemm_int16(w_kn: np.ndarray) -> np.ndarray:
-    """int8 weights ``[K, N]`` as int16 ``[NB, K2, 16, 2]`` (K padded to a multiple of 4,
+def _pack_gemm_int8(w_kn: np.ndarray) -> np.ndarray:
+    """int8 weights ``[K, N]`` as int8 ``[NB, K2, 16, 2]`` (K padded to a multiple of 4,
     channels to 16, with zeros), the layout of :func:`voxquant.kernels.network.gemm_int_tiles`."""
     k_size, n_out = w_kn.shape
     nb, kp = -(-n_out // net.GEMM_NR), -(-k_size // 4) * 4
-    padded = np.zeros((nb * net.GEMM_NR, kp), np.int16)
+    padded = np.zeros((nb * net.GEMM_NR, kp), np.int8)
     padded[:n_out, :k_size] = w_kn.T
     return np.ascontiguousarray(padded.reshape(nb, net.GEMM_NR, kp // 2, 2).transpose(0, 2, 1, 3)
                                 ).reshape(-1)
@@ -315,7 +315,7 @@ class Plan:
                 # GEMM-packed copies for the register-blocked tiles (int8 and fp32 paths)
                 k_size = wt.size // co
                 m_size = ho * wo
-                a = _pack_gemm_int16(q8.reshape(k_size, co))
+                a = _pack_gemm_int8(q8.reshape(k_size, co))
                 b = _pack_gemm_f32(wt.reshape(k_size, co))
                 d = _pack_gemm_f32(q16.reshape(k_size, co), np.float64)
                 L[i, net.LP_PKI], L[i, net.LP_PKF], L[i, net.LP_PKD] = pki_off, pkf_off, pkd_off
@@ -337,7 +337,7 @@ class Plan:
                 np.zeros(1, dtype))
 
         self.L, self.LF = L, LF
-        self.wpk_i, self.wpk_f = cat(pk_i, np.int16), cat(pk_f, np.float32)
+        self.wpk_i, self.wpk_f = cat(pk_i, np.int8), cat(pk_f, np.float32)
         self.xw_i = np.zeros(xw_i, np.int16)
         self.xw_f = np.zeros(xw_f, np.float32)
         self.acc_ti = np.zeros(acc_t, np.int32)
@@ -490,7 +490,8 @@ class Plan:
         state = sum(a.nbytes for a in (self.L, self.LF, self.st_scale, self.st_zp, self.ost,
                                        self.qsc, self.qzp, self.acc_f, self.acc_i32,
                                        self.acc_i64, self.mscale, self.xw_i, self.xw_f,
-                                       self.acc_ti, self.acc_tf, self.xw_d, self.acc_td))
+                                       self.acc_ti, self.acc_tf, self.xw_d, self.acc_td,
+                                       self.pool_sum, self.pool_at))
         return {
             "layers": rows,
             "total_macs": int(sum(r["macs"] for r in rows)),

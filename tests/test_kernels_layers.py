@@ -202,7 +202,7 @@ def test_engine_int8_conv_sums_equal_reference(h, w, c, co, kh, kw, full_width, 
     contiguous-rows, padded-copy and per-tap im2col branches, then the vpmaddwd tiles)
     equal integer arithmetic, for any rows, padding (real zeros), stride and dilation."""
     from voxquant.kernels import network as net
-    from voxquant.models.plan import _pack_gemm_int16
+    from voxquant.models.plan import _pack_gemm_int8
 
     pt, pb, pl, pr = pads
     if full_width:  # a kernel over the whole width, as kws12's first layer
@@ -227,7 +227,7 @@ def test_engine_int8_conv_sums_equal_reference(h, w, c, co, kh, kw, full_width, 
     nb = -(-co // net.GEMM_NR)
     acc = np.zeros(nb * m * net.GEMM_NR, np.int32)
     _int8_gemm_acc(arena, zp, in_off, h, w, c, kh, kw, sh, 1, pt, pl, dh, 1, co, wo,
-                   _pack_gemm_int16(wt.reshape(k_size, co)), r0, r1, xw, acc)
+                   _pack_gemm_int8(wt.reshape(k_size, co)), r0, r1, xw, acc)
     real = np.zeros((h + pt + pb + 2 * dh * kh, w + pl + pr, c), np.int64)  # padding is 0
     real[pt : pt + h, pl : pl + w] = x.astype(np.int64) - zp
     ref = np.zeros((ho, wo, co), np.int64)
