@@ -510,5 +510,5 @@ def _compiled_entry(dispatcher, args: tuple):
     that unboxes the arguments by that signature: it checks nothing, so callers must pass
     exactly these types), or the dispatcher itself when numba keeps no such overload."""
     sig = tuple(dispatcher.typeof_pyval(a) for a in args)
-    cres = dispatcher.overloads.get(sig)
-    return dispatcher if cres is None else cres.entry_point
+    entry = getattr(dispatcher.overloads.get(sig), "entry_point", None)
+    return dispatcher if entry is None else entry
