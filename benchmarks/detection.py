@@ -249,7 +249,7 @@ Reproduce: `python benchmarks/detection.py --json detection.json --markdown docs
 Test material (never used for tuning): keyword stream from {doc['test_keyword_material']};
 keyword-free stream from {doc['test_free_material']}. Every word clip is
 scaled to {WORD_LEVEL_DBFS:g} dBFS mean power, so each word sits at its segment's SNR
-(recorded levels spread over 20 dB). Conditions: quiet = room tone at -60 dBFS; "10 dB",
+(recorded levels differ from clip to clip). Conditions: quiet = room tone at -60 dBFS; "10 dB",
 "0 dB" = held-out real noise at that SNR to each word. Per-keyword thresholds were chosen
 on the other half of the held-out speakers ({'; '.join(doc['calibration_material'])}):
 just above the highest false-alarm peak of each keyword there (at least 0.5).

@@ -365,13 +365,12 @@ class IncrementalRunner:
         i = 0
         if n and precision is not self._precision:  # a new plan recomputes every row once
             self._check(precision)
-            if codes.dtype != np.int64 or codes.ndim != 1 or not codes.flags.c_contiguous:
-                raise ConfigError("precision codes must be 1-D contiguous int64")
             self._precision = precision
             self.plan.run(f[0], codes, advance=1, out=out[0])
             i = 1
         # the k outputs of a call go straight into their rows of `out`; every argument has
-        # run_step's fixed types (f and out are C-contiguous float32, rows int64)
+        # run_step's fixed types (f and out are C-contiguous float32, rows int64, and the
+        # codes 1-D contiguous int64, as Model.set_precision makes every plan's)
         while i < n:
             k = min(self.max_frames_per_call, n - i)
             self.plan.run_step(f[i : i + k].reshape(-1), codes, self._rows_for(k), k,
