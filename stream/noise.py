@@ -86,15 +86,19 @@ def _track_block(energies, n, in_dbfs, state, rise_db, fall_alpha, release_db, n
 @njit(cache=True, nogil=True)
 def _gate_block(block, n, open_db, hangover_hops, remaining, is_open):  # pragma: no cover
     """The gate hop by hop over ``block`` rows (energy, floor, ...): open while a hop's
-    energy exceeds the floor by ``open_db`` and ``hangover_hops - 1`` hops after."""
+    energy exceeds the floor by ``open_db`` and ``hangover_hops - 1`` hops after; returns
+    how many of the ``n`` hops are open."""
     r = remaining[0]
+    opened = 0
     for t in range(n):
         if block[t, ENERGY_DBFS] > block[t, NOISE_FLOOR_DBFS] + open_db:
             r = hangover_hops
         elif r > 0:
             r -= 1
         is_open[t] = r > 0
+        opened += r > 0
     remaining[0] = r
+    return opened
 
 
 @dataclass(frozen=True)
@@ -212,8 +216,9 @@ class EnergyGate:
         self.run_block(self._row, 1, self._open)
         return bool(self._open[0])
 
-    def run_block(self, block: np.ndarray, n: int, is_open: np.ndarray) -> None:
+    def run_block(self, block: np.ndarray, n: int, is_open: np.ndarray) -> int:
         """:meth:`update` for ``n`` hops at once: ``block`` rows are (energy, floor, ...)
         as :meth:`NoiseTracker.run_block` writes them; ``is_open[t]`` (bool) gets hop
-        ``t``'s answer."""
-        _gate_block(block, n, self.open_db, self.hangover_hops, self._remaining, is_open)
+        ``t``'s answer. Returns how many of the ``n`` hops are open (``n``: the model
+        runs on every one of them)."""
+        return _gate_block(block, n, self.open_db, self.hangover_hops, self._remaining, is_open)

@@ -70,7 +70,7 @@ def test_block_noise_and_gate_equal_hop_by_hop(runs, cuts, seed):
         n = min(cuts[k % len(cuts)], ms.size - pos)
         k += 1
         blk_t.run_block(ms[pos : pos + n], n, out)
-        blk_g.run_block(out, n, is_open)
+        assert blk_g.run_block(out, n, is_open) == int(is_open[:n].sum())
         got += [(*map(float, out[t]), bool(is_open[t])) for t in range(n)]
         pos += n
     assert got == want
@@ -240,17 +240,20 @@ def test_detector_block_equals_window_by_window(n, rows, delay_hops, refractory_
     assert np.array_equal(block.smoothed, one.smoothed)
 
 
-def test_spotter_block_decisions_equal_hop_by_hop(causal_model):
-    """Without trace the spotter decides a block's hops in one compiled call; detections are
-    those of the hop-by-hop path (taken with trace on), for several chunk sizes."""
+@pytest.mark.parametrize("stride_hops", [1, 3])
+def test_spotter_block_decisions_equal_hop_by_hop(causal_model, stride_hops):
+    """In steady state the incremental spotter takes a block's hops as one run (one model
+    call, without trace one detector call); detections are those of the hop-by-hop path
+    (window mode with trace on, bit-identical in fp32), for several chunk sizes."""
     audio = _speechy(5.0, seed=4)
     # the tiny model's keyword posteriors stay tiny: a tiny threshold gives detections
-    options = dict(policy="fp32", incremental=True, threshold=2e-6, refractory_ms=300.0)
+    options = dict(policy="fp32", threshold=2e-6, refractory_ms=300.0,
+                   stride_hops=stride_hops)
     ref = KeywordSpotter(causal_model, trace=True, **options)
     want = ref.process(audio)
     assert len(want) >= 2  # the comparison needs detections
     for chunk in (160, 1600, 7777):
-        sp = KeywordSpotter(causal_model, **options)
+        sp = KeywordSpotter(causal_model, incremental=True, **options)
         got = [d for i in range(0, audio.size, chunk) for d in sp.process(audio[i:i + chunk])]
         assert got == want
         np.testing.assert_array_equal(sp.scores, ref.scores)

@@ -190,7 +190,12 @@ class KeywordSpotter:
         self._level_buf = np.zeros(HOPS_PER_BLOCK, np.int64)  # adaptive: the level per hop
         self._fixed_level = POLICIES[policy]  # None: adaptive
         self._probs_buf = np.empty((HOPS_PER_BLOCK, len(self.card.labels)), np.float32)
-        self._pending: list[tuple] = []  # incremental steps waiting for one batched call
+        # incremental steps waiting for one batched call: a run of consecutive hops of
+        # one level, hop numbers _pending_hop0 .. + _pending_n - 1, features from row
+        # _pending_i0 of the block's buffers
+        self._pending_n = 0
+        self._pending_i0 = self._pending_hop0 = 0
+        self._pending_level = ""
         self.trace_enabled = trace
         self.trace: list[TraceRow] = []
         self.record_posteriors = record_posteriors
@@ -243,7 +248,7 @@ class KeywordSpotter:
         self.trace.clear()
         self.posteriors.clear()
         self._primed_level = None  # incremental: level the cached rows belong to
-        self._pending.clear()
+        self._pending_n = 0
         self._hops = 0
         self._windows_run = 0
         self._windows_gated = 0
@@ -298,12 +303,27 @@ class KeywordSpotter:
             n = self._frontend.push_into(piece, self._feat_buf, self._energy_buf)
             self._frames.push(self._feat_buf[:n])
             self._noise.run_block(self._energy_buf, n, self._noise_buf)
-            if self.gate_enabled:
-                self._gate.run_block(self._noise_buf, n, self._open_buf)
-            if self._fixed_level is None:
+            opened = self._gate.run_block(self._noise_buf, n, self._open_buf) if (
+                self.gate_enabled) else n
+            level = self._fixed_level
+            if level is None:
+                switches = self._controller.switches
+                level = self.precision  # in force before the block
                 self._controller.run_block(self._noise_buf, n, self._level_buf)
-            for i in range(n):
-                self._hop(i, n, detections)
+                if self._controller.switches != switches:
+                    level = None
+            if (level is not None and level == self._primed_level and opened == n and n
+                    and self._hops + 1 >= self.card.window_frames):
+                # steady state (incremental, primed, gate open and one level all block
+                # long): every hop would join one pending run, so it is made at once
+                # instead of hop by hop (the same calls, without _hop's Python per hop)
+                self._precision_hops[level] = self._precision_hops.get(level, 0) + n
+                self._pending_i0, self._pending_n, self._pending_level = 0, n, level
+                self._pending_hop0 = self._hops + 1
+                self._hops += n
+            else:
+                for i in range(n):
+                    self._hop(i, n, detections)
             self._flush_steps(detections)
         self._cpu_s += time.thread_time() - cpu0
         return detections
@@ -381,7 +401,7 @@ class KeywordSpotter:
         """Hop ``i`` of the ``n`` in the block's buffers (features, noise and gate, filled
         by :meth:`process` for the whole block, as are the controller's levels): the model.
 
-        Incremental steps wait in ``_pending`` so that consecutive ones run in one
+        Incremental steps wait in the pending run so that consecutive ones run in one
         compiled call (:meth:`_flush_steps`); anything that must see their results
         first (the detector on a gated hop, a prime) flushes them.
         """
@@ -400,7 +420,9 @@ class KeywordSpotter:
         if self.incremental and gate_open and self._primed_level == level:
             # every hop's frame is pushed (keeping the cached rows current); off-stride
             # hops only thin the decisions
-            self._pending.append((i, level, end_s, end_sample, decide))
+            if not self._pending_n:
+                self._pending_i0, self._pending_level, self._pending_hop0 = i, level, self._hops
+            self._pending_n += 1
             return
         if not decide:
             if self.incremental:
@@ -433,36 +455,38 @@ class KeywordSpotter:
 
     def _flush_steps(self, detections: list[Detection]) -> None:
         """Run the waiting incremental steps in one call, then decide each in order."""
-        pending = self._pending
-        if not pending:
+        n = self._pending_n
+        if not n:
             return
-        i0, level = pending[0][0], pending[0][1]
-        n = len(pending)
+        self._pending_n = 0
+        i0, level, hop0 = self._pending_i0, self._pending_level, self._pending_hop0
         t0 = time.thread_time()
         probs = self._runner.step_many(self._feat_buf[i0 : i0 + n], level, self._probs_buf[:n])
         dt = time.thread_time() - t0
-        decisions = sum(1 for hop in pending if hop[4])
+        stride = self.stride_hops  # hop h decides when h % stride == 0
+        decisions = (hop0 + n - 1) // stride - (hop0 - 1) // stride
         self._count_run(level, dt, decisions)
         cpu_us = dt * 1e6 / n
+        fe = self.card.frontend
         if decisions == n and not (self.trace_enabled or self.record_posteriors):
             # every hop decides (consecutive windows): the detector takes them in one
             # compiled call that stops at each detection
-            fe = self.card.frontend
             j = 0
             while j < n:
-                j, fired = self._detector.update_block(probs, j, pending[0][3],
+                j, fired = self._detector.update_block(probs, j, fe.samples_for(hop0),
                                                        fe.hop_samples, fe.sample_rate_hz)
                 if fired is not None:
-                    i, _, end_s, _, _ = pending[j]
-                    self._decided(fired, level, i, True, end_s, cpu_us, detections)
+                    end_s = fe.samples_for(hop0 + j) / fe.sample_rate_hz
+                    self._decided(fired, level, i0 + j, True, end_s, cpu_us, detections)
                     j += 1
             self.scores[:] = probs[n - 1]
         else:
-            for j, (i, _, end_s, end_sample, decide) in enumerate(pending):
-                if decide:
+            for j in range(n):
+                if (hop0 + j) % stride == 0:
+                    end_sample = fe.samples_for(hop0 + j)
+                    end_s = end_sample / fe.sample_rate_hz
                     fired = self._score(probs[j], end_s, end_sample)
-                    self._decided(fired, level, i, True, end_s, cpu_us, detections)
-        pending.clear()
+                    self._decided(fired, level, i0 + j, True, end_s, cpu_us, detections)
 
     def _count_run(self, level: str, cpu_s: float, windows: int) -> None:
         self._windows_run += windows
