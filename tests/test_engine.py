@@ -286,3 +286,34 @@ def test_push_many_equals_push_frame_by_frame(tmp_path, causal_path, valid):
     assert many.push_many(frames[:2], out) is out
     with pytest.raises(ConfigError):
         many.push_many(frames[:2, :3])
+
+
+def test_bound_steps_equal_push_many(tmp_path):
+    """``bind``'s step over fixed buffers gives push_many's outputs bit for bit, through
+    calls longer than one compiled call takes, precision switches (which it hands to
+    push_many) and ring wrap-arounds; it refuses buffers it cannot use as they are."""
+    model = _valid_model(tmp_path)
+    frames = _stream(9 * T)
+    model.calibrate([frames[i:i + T] for i in range(0, 2 * T, 4)])
+    ref, bound = model.incremental(), model.incremental()
+    buf = np.zeros((32, F), np.float32)
+    out = np.full((32, 5), np.nan, np.float32)
+    step = bound.bind(buf, out)
+    sizes, firsts, plans = [1, 12, 7, 25, 3], [0, 5, 19, 2, 31], ["int8", "fp32", "int16"]
+    start = k = 0
+    while start < len(frames):
+        if k % 3 == 0:  # a new plan every third call (set_precision makes a new object)
+            model.set_precision(plans[(k // 3) % len(plans)])
+        first = firsts[k % len(firsts)]
+        n = min(sizes[k % len(sizes)], 32 - first, len(frames) - start)
+        buf[first:first + n] = frames[start:start + n]
+        step(first, n)
+        np.testing.assert_array_equal(out[first:first + n],
+                                      ref.push_many(frames[start:start + n]))
+        start += n
+        k += 1
+    for bad in (buf[:, :3], buf.astype(np.float64), np.asfortranarray(buf)):
+        with pytest.raises(ConfigError):
+            bound.bind(bad, out)
+    with pytest.raises(ConfigError):
+        bound.bind(buf, out[:4])

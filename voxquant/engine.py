@@ -7,6 +7,7 @@ per-layer precision at run time (``set_precision``) without reloading.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -377,6 +378,39 @@ class IncrementalRunner:
                                out[i : i + k].reshape(-1))
             i += k
         return out
+
+    def bind(self, frames: np.ndarray, out: np.ndarray) -> Callable[[int, int], None]:
+        """A step function over fixed buffers: ``step(first, n)`` is
+        ``push_many(frames[first:first + n], out[first:first + n])``.
+
+        The buffers are checked once, here, instead of at every call: the spotter's
+        per-chunk model call saves the checks and the 2-D views :meth:`push_many` makes
+        (about 2.5 us of an 18 us 5-frame kws12 int8 call, 2-core EPYC, interleaved).
+        """
+        if (frames.ndim != 2 or frames.shape[1] != self.frame_size
+                or frames.dtype != np.float32 or not frames.flags.c_contiguous):
+            raise ConfigError(f"frames must be C-contiguous float32 [n, {self.frame_size}]")
+        if (out.ndim != 2 or out.shape != (frames.shape[0], self._n_out)
+                or out.dtype != np.float32 or not out.flags.c_contiguous):
+            raise ConfigError(f"out must be C-contiguous float32 of shape "
+                              f"({frames.shape[0]}, {self._n_out})")
+        f_flat, o_flat = frames.reshape(-1), out.reshape(-1)
+        fs, no, rows = self.frame_size, self._n_out, frames.shape[0]
+        run_step = self.plan.run_step
+
+        def step(first: int, n: int) -> None:
+            precision = self.model.precision
+            if precision is not self._precision or first < 0 or first + n > rows:
+                self.push_many(frames[first:first + n], out[first:first + n])  # checks it
+                return
+            codes, i = precision.codes, first
+            while i < first + n:
+                k = min(self.max_frames_per_call, first + n - i)
+                run_step(f_flat[i * fs:(i + k) * fs], codes, self._rows_for(k), k,
+                         o_flat[i * no:(i + k) * no])
+                i += k
+
+        return step
 
 
 def _labels_for(path: Path) -> tuple[str, ...] | None:

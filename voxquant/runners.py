@@ -151,6 +151,20 @@ class _IncrementalEngineRunner:
         return self._inc.push_many(frames, out)
 
 
+    def bind(self, frames: np.ndarray, out: np.ndarray):
+        """:meth:`step_many` over fixed buffers: ``step(first, n, level)`` steps the frames
+        ``frames[first:first + n]`` into ``out[first:first + n]``
+        (:meth:`voxquant.engine.IncrementalRunner.bind`)."""
+        bound = self._inc.bind(frames, out)
+
+        def step(first: int, n: int, level: str) -> None:
+            if level != self._level:
+                raise ConfigError("prime() after a precision switch")
+            bound(first, n)
+
+        return step
+
+
 def make_runner(card: ModelCard, runtime: str, *, incremental: bool = False):
     """The runner for ``runtime`` ("voxquant" or "onnxruntime")."""
     if incremental:

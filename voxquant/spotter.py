@@ -190,6 +190,8 @@ class KeywordSpotter:
         self._level_buf = np.zeros(HOPS_PER_BLOCK, np.int64)  # adaptive: the level per hop
         self._fixed_level = POLICIES[policy]  # None: adaptive
         self._probs_buf = np.empty((HOPS_PER_BLOCK, len(self.card.labels)), np.float32)
+        if incremental:  # the block's frames -> their posteriors, rows i0 .. i0 + n - 1
+            self._step_rows = self._runner.bind(self._feat_buf, self._probs_buf)
         # incremental steps waiting for one batched call: a run of consecutive hops of
         # one level, hop numbers _pending_hop0 .. + _pending_n - 1, features from row
         # _pending_i0 of the block's buffers
@@ -461,8 +463,9 @@ class KeywordSpotter:
         self._pending_n = 0
         i0, level, hop0 = self._pending_i0, self._pending_level, self._pending_hop0
         t0 = time.thread_time()
-        probs = self._runner.step_many(self._feat_buf[i0 : i0 + n], level, self._probs_buf[:n])
+        self._step_rows(i0, n, level)
         dt = time.thread_time() - t0
+        probs = self._probs_buf[i0 : i0 + n]
         stride = self.stride_hops  # hop h decides when h % stride == 0
         decisions = (hop0 + n - 1) // stride - (hop0 - 1) // stride
         self._count_run(level, dt, decisions)
