@@ -348,6 +348,11 @@ class StreamingFrontEnd:
         self._size = 0
         self._scratch = np.empty((5, max(cfg.fft_size, cfg.n_mels)), np.float64)
         self._no_energy = np.empty(0, np.float64)
+        # the kernel's arguments between the sample buffer's size and the output, built once
+        self._kernel_tables = (cfg.hop_samples, self._window, *self._fft_tables,
+                               float(cfg.spectrum_power), self._band_first, self._band_offsets,
+                               self._band_weights, float(cfg.log_offset), self._dct,
+                               self._scratch)
         self.samples_seen = 0
         self.frames_emitted = 0
 
@@ -398,7 +403,6 @@ class StreamingFrontEnd:
         if energy_out is not None and energy_out.shape[0] < needed:
             raise ConfigError(f"energy buffer of {energy_out.shape[0]} rows too small for "
                               f"{needed} frames")
-        cfg = self.config
         energy = self._no_energy if energy_out is None else energy_out
         written = 0
         pos = 0
@@ -411,10 +415,9 @@ class StreamingFrontEnd:
                 dest[:] = chunk[pos : pos + take]
             pos += take
             n, self._size = _buffered_frames_to_features(
-                self._buf, self._size + take, cfg.hop_samples, self._window, *self._fft_tables,
-                float(cfg.spectrum_power), self._band_first, self._band_offsets,
-                self._band_weights, float(cfg.log_offset), self._dct, self._scratch,
-                out[written:], energy[written:], energy_out is not None)
+                self._buf, self._size + take, *self._kernel_tables,
+                out[written:] if written else out, energy[written:] if written else energy,
+                energy_out is not None)
             written += n
         self.samples_seen += chunk.shape[0]
         self.frames_emitted += written
