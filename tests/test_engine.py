@@ -317,3 +317,5 @@ def test_bound_steps_equal_push_many(tmp_path):
             bound.bind(bad, out)
     with pytest.raises(ConfigError):
         bound.bind(buf, out[:4])
+    with pytest.raises(ConfigError):
+        step(30, 3)  # past the bound rows

@@ -395,13 +395,16 @@ class IncrementalRunner:
             raise ConfigError(f"out must be C-contiguous float32 of shape "
                               f"({frames.shape[0]}, {self._n_out})")
         f_flat, o_flat = frames.reshape(-1), out.reshape(-1)
-        fs, no, rows = self.frame_size, self._n_out, frames.shape[0]
+        fs, no, n_rows = self.frame_size, self._n_out, frames.shape[0]
         run_step = self.plan.run_step
 
         def step(first: int, n: int) -> None:
+            if first < 0 or n < 0 or first + n > n_rows:
+                raise ConfigError(f"rows {first}..{first + n - 1} are not in the bound "
+                                  f"buffers' {n_rows}")
             precision = self.model.precision
-            if precision is not self._precision or first < 0 or first + n > rows:
-                self.push_many(frames[first:first + n], out[first:first + n])  # checks it
+            if precision is not self._precision:  # a new plan: push_many recomputes it
+                self.push_many(frames[first:first + n], out[first:first + n])
                 return
             codes, i = precision.codes, first
             while i < first + n:

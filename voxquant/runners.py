@@ -8,6 +8,8 @@ through :func:`make_runner`, so they compare runtimes on equal terms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from voxquant.errors import ConfigError
@@ -150,8 +152,7 @@ class _IncrementalEngineRunner:
             raise ConfigError("prime() after a precision switch")
         return self._inc.push_many(frames, out)
 
-
-    def bind(self, frames: np.ndarray, out: np.ndarray):
+    def bind(self, frames: np.ndarray, out: np.ndarray) -> Callable[[int, int, str], None]:
         """:meth:`step_many` over fixed buffers: ``step(first, n, level)`` steps the frames
         ``frames[first:first + n]`` into ``out[first:first + n]``
         (:meth:`voxquant.engine.IncrementalRunner.bind`)."""

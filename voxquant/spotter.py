@@ -474,10 +474,10 @@ class KeywordSpotter:
         if decisions == n and not (self.trace_enabled or self.record_posteriors):
             # every hop decides (consecutive windows): the detector takes them in one
             # compiled call that stops at each detection
-            j = 0
+            j, first_end = 0, fe.samples_for(hop0)
             while j < n:
-                j, fired = self._detector.update_block(probs, j, fe.samples_for(hop0),
-                                                       fe.hop_samples, fe.sample_rate_hz)
+                j, fired = self._detector.update_block(probs, j, first_end, fe.hop_samples,
+                                                       fe.sample_rate_hz)
                 if fired is not None:
                     end_s = fe.samples_for(hop0 + j) / fe.sample_rate_hz
                     self._decided(fired, level, i0 + j, True, end_s, cpu_us, detections)
