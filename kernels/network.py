@@ -1287,6 +1287,16 @@ def conv_f32_gemm_rows(F, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, W
 
 
 @njit(cache=True, inline="always")
+def _widen_run(Q, src, zp_in, xw, dst, n):
+    """``xw[dst:dst + n] = Q[src:src + n] - zp_in``, int8 widened to int16: 16 at a time
+    (:func:`_widen_sub_v`), then the tail."""
+    n16 = n // 16
+    _widen_sub_v(Q.ctypes.data + src, xw.ctypes.data + dst * 2, n16, np.int16(zp_in))
+    for k in range(n16 * 16, n):
+        xw[dst + k] = Q[src + k] - zp_in
+
+
+@njit(cache=True, inline="always")
 def _int8_gemm_acc(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO, WO, wpk,
                    pk_off, r0, r1, xw, acc_t):
     """int8 G == 1 conv sums of rows [r0, r1) into ``acc_t[NB, M, 16]`` (im2col + vpmaddwd)."""
@@ -1294,11 +1304,7 @@ def _int8_gemm_acc(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO
     K = KH * KW * C
     kp = (K + 3) // 4 * 4
     if _is_pointwise(H, W, KH, KW, SH, SW, PT, PL, WO) and kp == K:
-        n16 = M * K // 16
-        _widen_sub_v(Q.ctypes.data + in_off + r0 * W * C, xw.ctypes.data, n16, np.int16(zp_in))
-        s0 = in_off + r0 * W * C
-        for k in range(n16 * 16, M * K):
-            xw[k] = Q[s0 + k] - zp_in
+        _widen_run(Q, in_off + r0 * W * C, zp_in, xw, 0, M * K)  # the rows are [M, K]
     elif _rows_are_contiguous(H, W, KW, SW, PL, DH, DW, WO, r0 * SH - PT,
                               (r1 - 1) * SH - PT + KH):
         # a full-width conv inside the input (kws12's first layer: 3 x 40 over 40 bins):
@@ -1308,10 +1314,7 @@ def _int8_gemm_acc(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, CO
         for m in range(M):
             src = in_off + ((r0 + m) * SH - PT) * W * C
             dst = m * kp
-            _widen_sub_v(Q.ctypes.data + src, xw.ctypes.data + dst * 2, K // 16,
-                         np.int16(zp_in))
-            for k in range(K // 16 * 16, K):
-                xw[dst + k] = Q[src + k] - zp_in
+            _widen_run(Q, src, zp_in, xw, dst, K)
             for k in range(K, kp):
                 xw[dst + k] = 0
     elif not im2col_padded(Q, zp_in, in_off, H, W, C, KH, KW, SH, SW, PT, PL, DH, DW, WO, r0,

@@ -369,15 +369,22 @@ class IncrementalRunner:
             self._precision = precision
             self.plan.run(f[0], codes, advance=1, out=out[0])
             i = 1
-        # the k outputs of a call go straight into their rows of `out`; every argument has
-        # run_step's fixed types (f and out are C-contiguous float32, rows int64, and the
-        # codes 1-D contiguous int64, as Model.set_precision makes every plan's)
-        while i < n:
-            k = min(self.max_frames_per_call, n - i)
-            self.plan.run_step(f[i : i + k].reshape(-1), codes, self._rows_for(k), k,
-                               out[i : i + k].reshape(-1))
-            i += k
+        self._run_rows(f.reshape(-1), out.reshape(-1), i, n, codes)
         return out
+
+    def _run_rows(self, f_flat: np.ndarray, o_flat: np.ndarray, first: int, end: int,
+                  codes: np.ndarray) -> None:
+        """Frames ``first .. end - 1`` of the flat frame buffer ``f_flat`` into their rows of
+        the flat output ``o_flat``, up to ``max_frames_per_call`` per compiled call. Every
+        argument has run_step's fixed types (C-contiguous float32 buffers, rows int64, and
+        the codes 1-D contiguous int64, as Model.set_precision makes every plan's)."""
+        fs, no = self.frame_size, self._n_out
+        i = first
+        while i < end:
+            k = min(self.max_frames_per_call, end - i)
+            self.plan.run_step(f_flat[i * fs:(i + k) * fs], codes, self._rows_for(k), k,
+                               o_flat[i * no:(i + k) * no])
+            i += k
 
     def bind(self, frames: np.ndarray, out: np.ndarray) -> Callable[[int, int], None]:
         """A step function over fixed buffers: ``step(first, n)`` is
@@ -394,9 +401,7 @@ class IncrementalRunner:
                 or out.dtype != np.float32 or not out.flags.c_contiguous):
             raise ConfigError(f"out must be C-contiguous float32 of shape "
                               f"({frames.shape[0]}, {self._n_out})")
-        f_flat, o_flat = frames.reshape(-1), out.reshape(-1)
-        fs, no, n_rows = self.frame_size, self._n_out, frames.shape[0]
-        run_step = self.plan.run_step
+        f_flat, o_flat, n_rows = frames.reshape(-1), out.reshape(-1), frames.shape[0]
 
         def step(first: int, n: int) -> None:
             if first < 0 or n < 0 or first + n > n_rows:
@@ -406,12 +411,7 @@ class IncrementalRunner:
             if precision is not self._precision:  # a new plan: push_many recomputes it
                 self.push_many(frames[first:first + n], out[first:first + n])
                 return
-            codes, i = precision.codes, first
-            while i < first + n:
-                k = min(self.max_frames_per_call, first + n - i)
-                run_step(f_flat[i * fs:(i + k) * fs], codes, self._rows_for(k), k,
-                         o_flat[i * no:(i + k) * no])
-                i += k
+            self._run_rows(f_flat, o_flat, first, first + n, precision.codes)
 
         return step
 

@@ -140,16 +140,19 @@ class _IncrementalEngineRunner:
         self._select(level)
         return self._inc.prime(window)
 
-    def step(self, frame: np.ndarray, level: str) -> np.ndarray:
+    def _check_primed(self, level: str) -> None:
+        """Steps continue the rows primed at ``level``; another level needs prime() first."""
         if level != self._level:
             raise ConfigError("prime() after a precision switch")
+
+    def step(self, frame: np.ndarray, level: str) -> np.ndarray:
+        self._check_primed(level)
         return self._inc.push(frame)
 
     def step_many(self, frames: np.ndarray, level: str, out: np.ndarray) -> np.ndarray:
         """:meth:`step` for each of ``frames`` [n, features] in order, in as few compiled
         calls as the model allows; the n outputs go into ``out`` [n, classes]."""
-        if level != self._level:
-            raise ConfigError("prime() after a precision switch")
+        self._check_primed(level)
         return self._inc.push_many(frames, out)
 
     def bind(self, frames: np.ndarray, out: np.ndarray) -> Callable[[int, int, str], None]:
@@ -159,8 +162,7 @@ class _IncrementalEngineRunner:
         bound = self._inc.bind(frames, out)
 
         def step(first: int, n: int, level: str) -> None:
-            if level != self._level:
-                raise ConfigError("prime() after a precision switch")
+            self._check_primed(level)
             bound(first, n)
 
         return step

@@ -320,8 +320,7 @@ class KeywordSpotter:
                 # long): every hop would join one pending run, so it is made at once
                 # instead of hop by hop (the same calls, without _hop's Python per hop)
                 self._precision_hops[level] = self._precision_hops.get(level, 0) + n
-                self._pending_i0, self._pending_n, self._pending_level = 0, n, level
-                self._pending_hop0 = self._hops + 1
+                self._queue_steps(0, n, level, self._hops + 1)
                 self._hops += n
             else:
                 for i in range(n):
@@ -422,9 +421,7 @@ class KeywordSpotter:
         if self.incremental and gate_open and self._primed_level == level:
             # every hop's frame is pushed (keeping the cached rows current); off-stride
             # hops only thin the decisions
-            if not self._pending_n:
-                self._pending_i0, self._pending_level, self._pending_hop0 = i, level, self._hops
-            self._pending_n += 1
+            self._queue_steps(i, 1, level, self._hops)
             return
         if not decide:
             if self.incremental:
@@ -454,6 +451,13 @@ class KeywordSpotter:
     def _window(self, back: int) -> np.ndarray:
         """The model's input window ending ``back`` hops before the newest frame."""
         return self._frames.latest(self.card.window_frames, back=back)
+
+    def _queue_steps(self, i: int, n: int, level: str, hop: int) -> None:
+        """Add hops ``hop .. hop + n - 1`` (rows ``i ..`` of the block's buffers) to the
+        pending run, which they continue: consecutive hops of one level."""
+        if not self._pending_n:
+            self._pending_i0, self._pending_level, self._pending_hop0 = i, level, hop
+        self._pending_n += n
 
     def _flush_steps(self, detections: list[Detection]) -> None:
         """Run the waiting incremental steps in one call, then decide each in order."""
