@@ -37,7 +37,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from voxquant.errors import ConfigError
+from voxquant.errors import AudioInputError, ConfigError
 from voxquant.kernels.fft import rfft_power, rfft_tables
 
 __all__ = [
@@ -45,8 +45,48 @@ __all__ = [
     "StreamingFrontEnd",
     "compute_features",
     "get_frontend_config",
+    "pcm_samples",
     "FRONTEND_CONFIGS",
 ]
+
+NON_FINITE = "audio holds non-finite samples (NaN or inf)"
+
+# full-scale divisors of the integer PCM types sound cards and WAV files give; int16 is
+# kept as it is and scaled where it is used (no conversion copy on the usual path)
+_PCM_FULL_SCALE = {np.dtype(np.int8): 128.0, np.dtype(np.int32): 2.0 ** 31}
+
+
+def pcm_samples(audio: np.ndarray) -> np.ndarray:
+    """``audio`` as 1-D samples the front end takes.
+
+    int16 and float samples come back as they are (int16 is read as ``x / 32768``).
+    The other integer PCM types of sound cards and WAV files become float32 at full
+    scale: int8 (``x / 128``), uint8 (8-bit WAV, ``(x - 128) / 128``) and int32
+    (``x / 2**31``; 24-bit audio arrives left-aligned in it).
+
+    Raises
+    ------
+    AudioInputError
+        ``audio`` has more than one dimension (mono only) or another sample type
+        (int64, bool, complex, ...), which has no full scale to read it by.
+    """
+    x = np.asarray(audio)
+    if x.ndim != 1:
+        raise AudioInputError(f"audio must be 1-D mono, got shape {x.shape}")
+    if x.dtype == np.int16 or x.dtype.kind == "f":
+        return x
+    if x.dtype == np.uint8:
+        return (x.astype(np.float32) - np.float32(128.0)) * np.float32(1.0 / 128.0)
+    full_scale = _PCM_FULL_SCALE.get(x.dtype)
+    if full_scale is None:
+        raise AudioInputError(f"audio samples must be int16, float, int8, uint8 or int32 "
+                              f"PCM, got {x.dtype}")
+    return (x * (1.0 / full_scale)).astype(np.float32)
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """True when no sample of ``x`` is NaN or inf (integer samples always are finite)."""
+    return x.dtype.kind != "f" or bool(np.isfinite(x).all())
 
 
 @dataclass(frozen=True)
@@ -253,13 +293,19 @@ def _tables(cfg: FrontEndConfig) -> tuple[np.ndarray, ...]:
 
 
 @njit(cache=True, nogil=True)
-def _buffered_frames_to_features(buf, size, hop, window, bitrev, twiddle_re, twiddle_im,
-                                 split_re, split_im, power_exp, band_first_bin, band_offsets,
-                                 band_weights, log_offset, dct, scratch, out, energy,
-                                 with_energy):  # pragma: no cover
+def _buffered_frames_to_features(buf, buf_bits, new_from, size, hop, window, bitrev,
+                                 twiddle_re, twiddle_im, split_re, split_im, power_exp,
+                                 band_first_bin, band_offsets, band_weights, log_offset, dct,
+                                 scratch, out, energy, with_energy):  # pragma: no cover
     """Turn every complete frame of the samples ``buf[:size]`` into features (rows of
     ``out``), in one compiled call, then move the samples still needed to the front of
-    ``buf``; returns ``(frames written, new size)``.
+    ``buf``; returns ``(frames written, new size)``, or ``(-1, size)`` without touching
+    anything when a sample of ``buf[new_from:size]`` (the ones just appended) is NaN or
+    inf: the caller rejects the chunk and its stream goes on unchanged. That check is an
+    integer max over the float bits (``buf_bits``: ``buf`` viewed as uint32, made once by
+    the caller, since a ``view`` made in here leaked about 130 bytes a call by tracemalloc),
+    vectorized, 0.3 us per 1600 samples, inside this call: ``np.isfinite(x).all()`` on a
+    1600-sample chunk costs 2 us, a separate compiled call 0.9 us (2-core EPYC).
 
     Per frame, in a fixed order whatever the chunking (the streaming invariant): window
     (float32, and the raw frame's mean square into ``energy`` in float64 when
@@ -270,6 +316,11 @@ def _buffered_frames_to_features(buf, size, hop, window, bitrev, twiddle_re, twi
     array type whatever the chunk's dtype, layout or writability: a new type would be a
     numba compilation in the middle of a stream).
     """
+    top = np.uint32(0)
+    for i in range(np.uint64(new_from), np.uint64(size)):  # unsigned: vectorizes
+        top = max(top, buf_bits[i] & np.uint32(0x7FFFFFFF))
+    if top >= np.uint32(0x7F800000):  # exponent all ones: inf or NaN
+        return -1, size
     w = window.shape[0]
     n_mels = band_first_bin.shape[0]
     n_out = out.shape[1]
@@ -345,6 +396,7 @@ class StreamingFrontEnd:
             raise ConfigError(f"front end {cfg.name!r}: {exc}") from None
         span = cfg.window_samples + (self.max_block_frames - 1) * cfg.hop_samples
         self._buf = np.zeros(span, np.float32)  # samples not yet consumed: self._buf[:size]
+        self._buf_bits = self._buf.view(np.uint32)
         self._size = 0
         self._scratch = np.empty((5, max(cfg.fft_size, cfg.n_mels)), np.float64)
         self._no_energy = np.empty(0, np.float64)
@@ -387,14 +439,17 @@ class StreamingFrontEnd:
     ) -> int:
         """Append samples and write the completed frames' features into ``out``.
 
-        ``out`` must have at least ``frames_after(len(chunk))`` rows. When
-        ``energy_out`` (float64) is given, each frame's mean-square energy of
-        the raw samples goes there too (for noise tracking and gating).
-        Returns the number of rows written.
+        ``chunk`` is mono float or integer PCM (:func:`pcm_samples`). ``out`` must
+        have at least ``frames_after(len(chunk))`` rows. When ``energy_out``
+        (float64) is given, each frame's mean-square energy of the raw samples
+        goes there too (for noise tracking and gating). Returns the number of
+        rows written.
+
+        Raises :class:`~voxquant.errors.AudioInputError` for a chunk that is not
+        mono audio or holds NaN or inf; such a chunk is not consumed (the next
+        chunk continues the stream as if it had never been pushed).
         """
-        chunk = np.asarray(chunk)
-        if chunk.ndim != 1:
-            raise ConfigError(f"audio chunk must be 1-D mono, got shape {chunk.shape}")
+        chunk = pcm_samples(chunk)
         needed = self.frames_after(chunk.shape[0])
         if out.shape[0] < needed or out.shape[1] != self.n_features:
             raise ConfigError(
@@ -404,6 +459,9 @@ class StreamingFrontEnd:
             raise ConfigError(f"energy buffer of {energy_out.shape[0]} rows too small for "
                               f"{needed} frames")
         energy = self._no_energy if energy_out is None else energy_out
+        free = self._buf.shape[0] - self._size
+        if chunk.shape[0] > free and not all_finite(chunk):  # taken in several passes
+            raise AudioInputError(NON_FINITE)
         written = 0
         pos = 0
         while pos < chunk.shape[0]:  # one pass unless the chunk overflows the buffer
@@ -411,13 +469,18 @@ class StreamingFrontEnd:
             dest = self._buf[self._size : self._size + take]
             if chunk.dtype == np.int16:
                 np.multiply(chunk[pos : pos + take], np.float32(1.0 / 32768.0), out=dest)
+                check_from = self._size + take  # int16 is always finite
             else:
                 dest[:] = chunk[pos : pos + take]
+                check_from = self._size
             pos += take
-            n, self._size = _buffered_frames_to_features(
-                self._buf, self._size + take, *self._kernel_tables,
+            n, size = _buffered_frames_to_features(
+                self._buf, self._buf_bits, check_from, self._size + take, *self._kernel_tables,
                 out[written:] if written else out, energy[written:] if written else energy,
                 energy_out is not None)
+            if n < 0:
+                raise AudioInputError(NON_FINITE)
+            self._size = size
             written += n
         self.samples_seen += chunk.shape[0]
         self.frames_emitted += written
@@ -446,8 +509,8 @@ def compute_features(audio: np.ndarray, config: FrontEndConfig | str = "kws") ->
     Parameters
     ----------
     audio : np.ndarray
-        Mono float samples at ``config.sample_rate_hz`` (int16 is accepted and
-        converted to float by dividing by 32768).
+        Mono samples at ``config.sample_rate_hz``: float, or integer PCM read at its
+        full scale (:func:`pcm_samples`; int16 is divided by 32768).
     config : FrontEndConfig or str
         Front end. Clip-scaled front ends (``"mlperf"``) first apply
         :func:`scale_clip`, so they always return the clip's fixed frame count.
@@ -459,7 +522,7 @@ def compute_features(audio: np.ndarray, config: FrontEndConfig | str = "kws") ->
         to :class:`StreamingFrontEnd` in chunks of any size.
     """
     cfg = get_frontend_config(config)
-    x = np.asarray(audio)
+    x = pcm_samples(audio)
     if x.dtype == np.int16:
         x = x.astype(np.float32) / 32768.0
     if cfg.clip_peak_scaling:

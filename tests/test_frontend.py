@@ -11,7 +11,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voxquant.errors import ConfigError
+from voxquant.errors import AudioInputError, ConfigError
 from voxquant.paths import shared_models_dir
 from voxquant.stream.frontend import (
     StreamingFrontEnd,
@@ -90,6 +90,45 @@ def test_unknown_config_and_bad_chunks_are_clear_errors():
         get_frontend_config("nope")
     with pytest.raises(ConfigError, match="1-D"):
         StreamingFrontEnd("kws").push(np.zeros((10, 2), np.float32))
+
+
+def test_integer_pcm_is_read_at_its_full_scale():
+    """int8, uint8 (8-bit WAV, offset 128) and int32 (24-bit audio left-aligned) give the
+    features of the same values as floats, bit for bit (all three scalings are exact)."""
+    pcm16 = np.round(AUDIO * 32767).astype(np.int16)
+    as_float = pcm16.astype(np.float32) / 32768
+    np.testing.assert_array_equal(compute_features(pcm16.astype(np.int32) << 16),
+                                  compute_features(as_float))
+    pcm8 = (pcm16 >> 8).astype(np.int8)
+    expected = compute_features(pcm8.astype(np.float32) / 128)
+    np.testing.assert_array_equal(compute_features(pcm8), expected)
+    np.testing.assert_array_equal(
+        compute_features((pcm8.astype(np.int16) + 128).astype(np.uint8)), expected)
+    np.testing.assert_array_equal(feed_in_chunks("kws", pcm8, [333]), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint16, np.bool_, np.complex64, object])
+def test_samples_without_a_full_scale_are_refused(dtype):
+    with pytest.raises(AudioInputError, match="int16, float"):
+        StreamingFrontEnd("kws").push(np.zeros(1600, dtype))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(("before", "length", "where"), [
+    (0, 1, 0.0), (1000, 1600, 0.0), (1000, 1600, 1.0), (333, 40000, 0.5),
+    (1000, 90000, 0.95), (0, 150000, 0.0), (1000, 150000, 1.0)])
+def test_non_finite_chunk_is_refused_and_not_consumed(before, length, where, bad):
+    """A chunk holding NaN or inf raises and leaves the stream as if it had never been
+    pushed, whether the chunk fits the sample buffer (checked inside the compiled call)
+    or overflows it (more than 256 frames' worth, 5.1 s: checked first)."""
+    chunk = np.tile(AUDIO, 3)[:length]
+    chunk[min(int(where * length), length - 1)] = bad
+    frontend = StreamingFrontEnd("kws")
+    got = [frontend.push(AUDIO[:before])]
+    with pytest.raises(AudioInputError, match="NaN or inf"):
+        frontend.push(chunk)
+    got.append(frontend.push(AUDIO[before:]))
+    np.testing.assert_array_equal(np.concatenate(got), StreamingFrontEnd("kws").push(AUDIO))
 
 
 def test_push_into_allocates_nothing_in_steady_state():

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tinymodel import write_tiny_model
 
-from voxquant.errors import ConfigError
+from voxquant.errors import AudioInputError, ConfigError
 from voxquant.spotter import KeywordSpotter
 from voxquant.stream.controller import ControllerConfig, PrecisionController
 from voxquant.stream.detector import PosteriorDetector, _smooth_and_pick
@@ -294,7 +294,7 @@ def test_warm_up_loads_every_compiled_piece(causal_model, incremental):
 
 
 def test_warm_up_covers_every_kind_of_chunk(causal_model):
-    """int16, read-only and strided chunks (an app's own buffers) load nothing new either:
+    """int16, 8-bit, read-only and strided chunks (an app's own buffers) load nothing new:
     the front end's compiled call sees the same array types whatever the chunk."""
     sp = KeywordSpotter(causal_model, policy="fp32", incremental=True, threshold=2e-6)
     sp.warm_up()
@@ -302,7 +302,7 @@ def test_warm_up_covers_every_kind_of_chunk(causal_model):
     audio = _speechy(1.0, seed=3)
     read_only = audio.copy()
     read_only.setflags(write=False)
-    for chunk in ((audio * 32767).astype(np.int16), read_only,
+    for chunk in ((audio * 32767).astype(np.int16), read_only, (audio * 127).astype(np.int8),
                   np.repeat(audio, 2)[::2], audio.astype(np.float64)):
         sp.process(chunk)
     assert _compiled_overloads() == before
@@ -378,6 +378,56 @@ def test_spotter_accepts_int16_and_other_rates(tiny_model):
     sp48 = KeywordSpotter(tiny_model, policy="fp32", runtime="onnxruntime", sample_rate_hz=48000)
     sp48.process(np.zeros(48000, np.float32))
     assert sp48.stats.audio_seconds == pytest.approx(1.0, abs=0.05)
+
+
+def _scores_of(sp: KeywordSpotter, chunks) -> tuple[list, list]:
+    """Detections from ``chunks`` and the spotter's whole trace so far."""
+    dets = []
+    for chunk in chunks:
+        dets += sp.process(chunk)
+    return dets, [(r.time_s, r.top_score, r.gated) for r in sp.trace]
+
+
+def test_spotter_reads_integer_pcm_at_full_scale(tiny_model):
+    """int32 (24-bit audio arrives left-aligned in it) and 8-bit PCM give what the same
+    audio gives as int16 / float; before, int32 was read as floats of +-2**31."""
+    pcm16 = (_speechy(3.0) * 32767).astype(np.int16)
+
+    def run(audio):
+        sp = KeywordSpotter(tiny_model, policy="fp32", runtime="onnxruntime", trace=True,
+                            threshold=0.3)
+        return _scores_of(sp, (audio[i:i + 1600] for i in range(0, audio.size, 1600)))
+
+    assert run(pcm16.astype(np.int32) << 16) == run(pcm16)
+    pcm8 = (pcm16 >> 8).astype(np.int8)
+    assert run((pcm8.astype(np.int16) + 128).astype(np.uint8)) == run(pcm8) == run(
+        pcm8.astype(np.float32) / 128)
+    with pytest.raises(AudioInputError, match="int64"):
+        run(pcm16.astype(np.int64))
+
+
+@pytest.mark.parametrize(("rate_hz", "chunk"), [(16000, 1600), (16000, 100000),
+                                                 (48000, 4800)])
+def test_spotter_refuses_non_finite_chunks_without_consuming_them(tiny_model, rate_hz, chunk):
+    """A chunk with NaN or inf raises before anything of it is taken: the stream goes on
+    as if it had never come (one front-end piece, several pieces, or resampled)."""
+    audio = _speechy(14.0)  # the second chunk of 100000 samples is two front-end pieces
+    if rate_hz != 16000:
+        audio = np.repeat(audio, rate_hz // 16000)
+    chunks = [audio[i:i + chunk] for i in range(0, audio.size, chunk)]
+
+    def make():
+        return KeywordSpotter(tiny_model, policy="fp32", runtime="onnxruntime", trace=True,
+                              threshold=0.3, sample_rate_hz=rate_hz)
+
+    sp = make()
+    got = _scores_of(sp, chunks[:1])
+    bad = chunks[1].copy()
+    bad[-1] = np.nan
+    with pytest.raises(AudioInputError, match="NaN or inf"):
+        sp.process(bad)
+    rest = _scores_of(sp, chunks[1:])
+    assert (got[0] + rest[0], rest[1]) == _scores_of(make(), chunks)  # trace: whole stream
 
 
 def test_spotter_rejects_bad_options(tiny_model):

@@ -18,6 +18,12 @@ class ConfigError(VoxquantError, ValueError):
     """An option or configuration value is invalid."""
 
 
+class AudioInputError(ConfigError):
+    """Audio handed to the library in memory is unusable: not mono, a sample type that is
+    not audio, or non-finite samples (NaN or inf). Nothing of the rejected chunk was
+    consumed, so the stream can go on with the next one."""
+
+
 class DataNotFoundError(VoxquantError, FileNotFoundError):
     """The shared audio folder (``VOXQUANT_DATA`` or ``../shared/data``) is absent."""
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from voxquant.errors import ConfigError
+from voxquant.errors import AudioInputError, ConfigError
 from voxquant.models.cards import ModelCard, resolve_model, streaming_settings
 from voxquant.results import Detection, SpotterStats
 from voxquant.runners import make_runner
 from voxquant.stream.confirm import Confirmer
 from voxquant.stream.controller import ControllerConfig, PrecisionController, controller_config
 from voxquant.stream.detector import PosteriorDetector
-from voxquant.stream.frontend import StreamingFrontEnd
+from voxquant.stream.frontend import NON_FINITE, StreamingFrontEnd, all_finite, pcm_samples
 from voxquant.stream.noise import (
     ENERGY_DBFS,
     NOISE_FLOOR_DBFS,
@@ -285,24 +285,32 @@ class KeywordSpotter:
         )
 
     def process(self, chunk: np.ndarray) -> list[Detection]:
-        """Feed mono audio (int16 or float, any length); return new detections."""
+        """Feed mono audio of any length; return new detections.
+
+        ``chunk``: int16 or float samples (int8, uint8 and int32 PCM are read at their
+        full scale, :func:`~voxquant.stream.frontend.pcm_samples`). Raises
+        :class:`~voxquant.errors.AudioInputError`, before anything of the chunk is
+        consumed, when it is not mono audio or holds NaN or inf.
+        """
         cpu0 = time.thread_time()
-        chunk = np.asarray(chunk)
-        if chunk.ndim != 1:
-            raise ConfigError(f"audio must be 1-D mono, got shape {chunk.shape}")
+        chunk = pcm_samples(chunk)
+        step = HOPS_PER_BLOCK * self.card.frontend.hop_samples
+        # one piece is checked by the front end before it consumes anything; several
+        # pieces (or the resampler's state) need the whole chunk checked first
+        if (chunk.shape[0] > step or self._resampler is not None) and not all_finite(chunk):
+            raise AudioInputError(NON_FINITE)
         if self._resampler is not None:
             if chunk.dtype == np.int16:
                 chunk = chunk.astype(np.float32) / 32768.0
             chunk = self._resampler.resample_chunk(chunk.astype(np.float32))
         detections: list[Detection] = []
         pos = 0
-        step = HOPS_PER_BLOCK * self.card.frontend.hop_samples
         while pos < chunk.shape[0]:
             piece = chunk[pos : pos + step]
             pos += step
+            n = self._frontend.push_into(piece, self._feat_buf, self._energy_buf)
             if self._history is not None:
                 self._history.append(piece)
-            n = self._frontend.push_into(piece, self._feat_buf, self._energy_buf)
             self._frames.push(self._feat_buf[:n])
             self._noise.run_block(self._energy_buf, n, self._noise_buf)
             opened = self._gate.run_block(self._noise_buf, n, self._open_buf) if (
