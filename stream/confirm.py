@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxquant.errors import ConfigError
+from voxquant.errors import ConfigError, checked_number
 from voxquant.stream.frontend import FrontEndConfig, compute_features, get_frontend_config
 
 __all__ = ["Confirmer"]
@@ -38,7 +38,7 @@ class Confirmer:
         from voxquant.engine import MLPERF_NAMES, load
 
         self.name = str(model)
-        self.threshold = float(threshold)
+        self.threshold = checked_number("confirm threshold", threshold, 0.0, 1.0)
         if self.name in MLPERF_NAMES:  # the shared MLPerf Tiny reference: no card of its own
             from voxquant.models.datasets import KWS12_LABELS
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numba import njit
 
+from voxquant.errors import ConfigError, checked_number
+
 __all__ = ["PosteriorDetector"]
 
 NON_KEYWORDS = ("_silence_", "_unknown_")
@@ -133,17 +135,18 @@ class PosteriorDetector:
         if isinstance(threshold, Mapping):
             unknown = set(threshold) - set(self.labels)
             if unknown:
-                from voxquant.errors import ConfigError
-
                 raise ConfigError(f"thresholds for unknown keywords: {sorted(unknown)}")
-            values = [float(threshold.get(lab, default_threshold)) for lab in self.labels]
+            values = [checked_number(f"threshold of {lab!r}",
+                                     threshold.get(lab, default_threshold), 0.0, 1.0)
+                      for lab in self.labels]
         else:
-            values = [float(threshold)] * n
+            values = [checked_number("threshold", threshold, 0.0, 1.0)] * n
         self.thresholds = np.asarray(values)
         self.is_keyword = np.array([lab not in NON_KEYWORDS for lab in self.labels])
-        self.smoothing_windows = max(1, int(smoothing_windows))
-        self.refractory_s = float(refractory_s)
-        self.decision_delay_s = max(0.0, float(decision_delay_s))
+        self.smoothing_windows = checked_number("smoothing_windows", smoothing_windows, 1,
+                                                integer=True)
+        self.refractory_s = checked_number("refractory time", refractory_s, 0.0)
+        self.decision_delay_s = checked_number("decision delay", decision_delay_s, 0.0)
         self._history = np.zeros((self.smoothing_windows, n))
         self.smoothed = np.zeros(n)
         self._state = np.zeros(6)  # _COUNT ... _FIRED_POSITION

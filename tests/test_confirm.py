@@ -69,10 +69,17 @@ def test_confirmer_that_always_agrees_changes_nothing():
     assert stats.confirmations_run == len(plain) and stats.confirmations_rejected == 0
 
 
+class _RejectsAll(Confirmer):
+    """Runs the second model on every candidate and disagrees every time."""
+
+    def confirms(self, keyword: str, audio: np.ndarray) -> tuple[bool, float]:
+        return False, self.score(keyword, audio)
+
+
 def test_rejected_candidates_are_dropped_and_do_not_block_later_windows():
     audio = _example()
     plain, _ = _run(audio)
-    none, stats = _run(audio, confirm="kws12", confirm_threshold=1.01)
+    none, stats = _run(audio, confirm=_RejectsAll("kws12"))
     assert none == []
     # no refractory after a rejection: every window above threshold is asked again
     assert stats.confirmations_rejected == stats.confirmations_run > len(plain)

@@ -430,6 +430,29 @@ def test_spotter_refuses_non_finite_chunks_without_consuming_them(tiny_model, ra
     assert (got[0] + rest[0], rest[1]) == _scores_of(make(), chunks)  # trace: whole stream
 
 
+@pytest.mark.parametrize(("option", "value"), [
+    ("threshold", 1.5), ("threshold", -0.1), ("threshold", math.nan), ("threshold", "0.5"),
+    ("threshold", {"yes": 2.0}), ("refractory_ms", -1), ("decision_delay_ms", math.inf),
+    ("stride_hops", 0), ("stride_hops", 1.5), ("smoothing_windows", 0),
+    ("sample_rate_hz", 0), ("sample_rate_hz", 22050.5), ("confirm_threshold", 1.01)])
+def test_spotter_names_the_option_out_of_range(tiny_model, option, value):
+    """A value that cannot mean anything is refused with the option's name, instead of
+    being clamped or running a spotter that never (or always) fires."""
+    extra = {"confirm": str(tiny_model)} if option == "confirm_threshold" else {}
+    with pytest.raises(ConfigError, match="threshold" if option == "confirm_threshold"
+                       else option):
+        KeywordSpotter(tiny_model, policy="fp32", runtime="onnxruntime", **extra,
+                       **{option: value})
+
+
+def test_spotter_takes_whole_float_rates_and_numpy_numbers(tiny_model):
+    sp = KeywordSpotter(tiny_model, policy="fp32", runtime="onnxruntime",
+                        sample_rate_hz=44100.0, threshold=np.float32(0.5),
+                        stride_hops=np.int64(2))
+    assert (sp.sample_rate_hz, sp.stride_hops) == (44100, 2)
+    assert "policy='fp32'" in repr(sp)
+
+
 def test_spotter_rejects_bad_options(tiny_model):
     with pytest.raises(ConfigError, match="policy"):
         KeywordSpotter(tiny_model, policy="int4", runtime="onnxruntime")

@@ -7,6 +7,8 @@ escapes is a bug.
 
 from __future__ import annotations
 
+import math
+from numbers import Real
 from pathlib import Path
 
 
@@ -54,3 +56,17 @@ class UnsupportedOpError(ModelImportError):
     def __init__(self, path: str | Path, node: str | None, op: str):
         self.op = op
         super().__init__(path, node, f"unsupported operator {op!r}")
+
+
+def checked_number(name: str, value, low: float, high: float = math.inf, *,
+                   integer: bool = False) -> float:
+    """``value`` as a float (an int when ``integer``: a whole float such as a sound card's
+    44100.0 counts), finite and in ``[low, high]``, else :class:`ConfigError` naming the
+    option (NaN, inf, strings and bools included)."""
+    ok = (isinstance(value, Real) and not isinstance(value, bool) and low <= value <= high
+          and math.isfinite(value) and (not integer or float(value).is_integer()))
+    if not ok:
+        what = "an integer" if integer else "a number"
+        bounds = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+        raise ConfigError(f"{name} must be {what} {bounds}, got {value!r}")
+    return int(value) if integer else float(value)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxquant.errors import AudioInputError, ConfigError
+from voxquant.errors import AudioInputError, ConfigError, checked_number
 from voxquant.models.cards import ModelCard, resolve_model, streaming_settings
 from voxquant.results import Detection, SpotterStats
 from voxquant.runners import make_runner
@@ -142,8 +142,8 @@ class KeywordSpotter:
             raise ConfigError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
         self.card: ModelCard = resolve_model(model)
         self.policy = policy
-        self.sample_rate_hz = int(sample_rate_hz)
-        self.stride_hops = max(1, int(stride_hops))
+        self.sample_rate_hz = checked_number("sample_rate_hz", sample_rate_hz, 1, integer=True)
+        self.stride_hops = checked_number("stride_hops", stride_hops, 1, integer=True)
         fe = self.card.frontend
         self.hop_s = fe.hop_samples / fe.sample_rate_hz
         self.incremental = incremental
@@ -166,8 +166,9 @@ class KeywordSpotter:
             self.card.labels,
             threshold=threshold,
             smoothing_windows=smoothing_windows,
-            refractory_s=refractory_ms / 1000.0,
-            decision_delay_s=decision_delay_ms / 1000.0,
+            refractory_s=checked_number("refractory_ms", refractory_ms, 0.0) / 1000.0,
+            decision_delay_s=checked_number("decision_delay_ms", decision_delay_ms, 0.0)
+            / 1000.0,
         )
         self._noise = NoiseTracker(hop_s=self.hop_s)
         self._gate = EnergyGate(hop_s=self.hop_s, hangover_s=max(1.2, self.card.window_s + 0.2))
@@ -226,6 +227,11 @@ class KeywordSpotter:
         return c
 
     # --- public API -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        mode = "incremental" if self.incremental else "window"
+        return (f"KeywordSpotter(model={self.card.name!r}, policy={self.policy!r}, {mode}, "
+                f"precision now {self.precision!r}, {self._hops * self.hop_s:.1f} s heard)")
 
     @property
     def labels(self) -> tuple[str, ...]:
