@@ -428,7 +428,7 @@ class StreamingFrontEnd:
 
         Returns a float32 array [n_new_frames, n_features] (possibly empty).
         """
-        chunk = np.asarray(chunk)
+        chunk = pcm_samples(chunk)
         out = np.empty((self.frames_after(chunk.shape[0]), self.n_features), np.float32)
         n = self.push_into(chunk, out)
         assert n == out.shape[0]
