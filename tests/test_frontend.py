@@ -93,8 +93,9 @@ def test_unknown_config_and_bad_chunks_are_clear_errors():
 
 
 def test_integer_pcm_is_read_at_its_full_scale():
-    """int8, uint8 (8-bit WAV, offset 128) and int32 (24-bit audio left-aligned) give the
-    features of the same values as floats, bit for bit (all three scalings are exact)."""
+    """int8, uint8 (8-bit WAV, offset 128), int32 (24-bit audio left-aligned) and
+    big-endian int16 give the features of the same values as floats, bit for bit (all
+    the scalings are exact)."""
     pcm16 = np.round(AUDIO * 32767).astype(np.int16)
     as_float = pcm16.astype(np.float32) / 32768
     np.testing.assert_array_equal(compute_features(pcm16.astype(np.int32) << 16),
@@ -105,6 +106,8 @@ def test_integer_pcm_is_read_at_its_full_scale():
     np.testing.assert_array_equal(
         compute_features((pcm8.astype(np.int16) + 128).astype(np.uint8)), expected)
     np.testing.assert_array_equal(feed_in_chunks("kws", pcm8, [333]), expected)
+    np.testing.assert_array_equal(feed_in_chunks("kws", pcm16.astype(">i2"), [333]),
+                                  compute_features(as_float))
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.uint16, np.bool_, np.complex64, object])
