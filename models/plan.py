@@ -440,8 +440,8 @@ class Plan:
 
     def _arrays_with(self, **replaced: np.ndarray) -> net.PlanArrays:
         """The plan's persistent arrays for ``kernels.network.run_plan``, some replaced."""
-        return net.PlanArrays(*(replaced.get(name, getattr(self, name))
-                                for name in net.PLAN_ARRAYS))
+        return net.new_plan_arrays(*(replaced.get(name, getattr(self, name))
+                                     for name in net.PLAN_ARRAYS))
 
     def tensors_fp32(self, x: np.ndarray) -> list[np.ndarray]:
         """All activations of one fp32 run (no arena reuse): calibration input."""

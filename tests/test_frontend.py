@@ -15,6 +15,7 @@ from voxquant.errors import AudioInputError, ConfigError
 from voxquant.paths import shared_models_dir
 from voxquant.stream.frontend import (
     StreamingFrontEnd,
+    _librosa_mel,
     compute_features,
     get_frontend_config,
 )
@@ -90,6 +91,27 @@ def test_unknown_config_and_bad_chunks_are_clear_errors():
         get_frontend_config("nope")
     with pytest.raises(ConfigError, match="1-D"):
         StreamingFrontEnd("kws").push(np.zeros((10, 2), np.float32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sr=st.sampled_from([8000, 16000, 22050, 44100]), n_fft=st.sampled_from([256, 512, 2048]),
+       n_mels=st.integers(1, 128), fmin=st.floats(0, 2000), top=st.floats(0.3, 1.0),
+       htk=st.booleans())
+def test_mel_filters_equal_librosa_bit_for_bit(sr, n_fft, n_mels, fmin, top, htk):
+    """The front end's own copy of ``librosa.filters.mel`` (so that a spotter's start does
+    not import scipy.signal) gives the same float32 weights, bit for bit."""
+    import warnings
+
+    import librosa
+
+    fmax = max(fmin + 1.0, top * sr / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # empty filters for some configurations
+        expected = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
+                                       fmax=fmax, htk=htk)
+        got = _librosa_mel(sr, n_fft, n_mels, fmin, fmax, htk)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_integer_pcm_is_read_at_its_full_scale():
