@@ -2181,6 +2181,10 @@ def new_plan_arrays(L, LF, t_off, t_size, qmode, st_scale, st_zp, ost, qsc, qzp,
                       acc_tf, wpk_d, xw_d, acc_td, pool_sum, pool_at)
 
 
+# new_plan_arrays passes its arguments on by position: they must be PLAN_ARRAYS, in order
+assert new_plan_arrays.py_func.__code__.co_varnames[:len(PLAN_ARRAYS)] == PLAN_ARRAYS
+
+
 @njit(cache=True)
 def run_plan(s, x_f32, x_q8, input_prec, out, prec, rows, alpha, advance):
     """:func:`run_network` with the plan's persistent arrays from ``s`` (:class:`PlanArrays`)."""
