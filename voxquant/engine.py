@@ -358,9 +358,7 @@ class IncrementalRunner:
         n = f.shape[0]
         if out is None:
             out = np.empty((n, self._n_out), np.float32)
-        elif (out.shape != (n, self._n_out) or out.dtype != np.float32
-              or not out.flags.c_contiguous):
-            raise ConfigError(f"out must be C-contiguous float32 of shape ({n}, {self._n_out})")
+        self._check_out(out, n)
         precision = self.model.precision
         codes = precision.codes
         i = 0
@@ -371,6 +369,12 @@ class IncrementalRunner:
             i = 1
         self._run_rows(f.reshape(-1), out.reshape(-1), i, n, codes)
         return out
+
+    def _check_out(self, out: np.ndarray, n: int) -> None:
+        """``out`` must take ``n`` outputs as they are: C-contiguous float32 [n, n_out]."""
+        if (out.shape != (n, self._n_out) or out.dtype != np.float32
+                or not out.flags.c_contiguous):
+            raise ConfigError(f"out must be C-contiguous float32 of shape ({n}, {self._n_out})")
 
     def _run_rows(self, f_flat: np.ndarray, o_flat: np.ndarray, first: int, end: int,
                   codes: np.ndarray) -> None:
@@ -397,10 +401,7 @@ class IncrementalRunner:
         if (frames.ndim != 2 or frames.shape[1] != self.frame_size
                 or frames.dtype != np.float32 or not frames.flags.c_contiguous):
             raise ConfigError(f"frames must be C-contiguous float32 [n, {self.frame_size}]")
-        if (out.ndim != 2 or out.shape != (frames.shape[0], self._n_out)
-                or out.dtype != np.float32 or not out.flags.c_contiguous):
-            raise ConfigError(f"out must be C-contiguous float32 of shape "
-                              f"({frames.shape[0]}, {self._n_out})")
+        self._check_out(out, frames.shape[0])
         f_flat, o_flat, n_rows = frames.reshape(-1), out.reshape(-1), frames.shape[0]
 
         def step(first: int, n: int) -> None:

@@ -305,10 +305,10 @@ class KeywordSpotter:
         # pieces (or the resampler's state) need the whole chunk checked first
         if (chunk.shape[0] > step or self._resampler is not None) and not all_finite(chunk):
             raise AudioInputError(NON_FINITE)
-        if self._resampler is not None:
-            if chunk.dtype == np.int16:
-                chunk = chunk.astype(np.float32) / 32768.0
-            chunk = self._resampler.resample_chunk(chunk.astype(np.float32))
+        if self._resampler is not None:  # soxr takes float32: one conversion, not two
+            chunk = (chunk * np.float32(1.0 / 32768.0) if chunk.dtype == np.int16
+                     else np.ascontiguousarray(chunk, np.float32))
+            chunk = self._resampler.resample_chunk(chunk)
         detections: list[Detection] = []
         pos = 0
         while pos < chunk.shape[0]:
