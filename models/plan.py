@@ -231,7 +231,7 @@ class Plan:
         self._xq_dummy = np.zeros(1, np.int8)
         self._no_ring = np.zeros((n_t, net.N_RING), np.int64)
         self._arrays: net.PlanArrays | None = None  # run_plan's persistent arrays
-        self._step_entry = None  # run_plan's compiled entry for run_step's argument types
+        self._frames_entry = None  # run_plan_frames' compiled entry (run_frames' types)
         if graph.is_int8:
             self._set_tflite_static()
 
@@ -407,26 +407,30 @@ class Plan:
                      self.rows_window if rows is None else rows, self.alpha, int(advance))
         return out
 
-    def run_step(self, x: np.ndarray, codes: np.ndarray, rows: np.ndarray, advance: int,
-                 out: np.ndarray) -> None:
-        """:meth:`run` for incremental steps, with the argument types fixed by the caller.
+    def run_frames(self, frames: np.ndarray, out: np.ndarray, first: int, n: int,
+                   codes: np.ndarray, rows_by_k: np.ndarray) -> None:
+        """Incremental steps over frames ``first .. first + n - 1`` of ``frames`` (flat
+        [frames, features]) into the same rows of the flat ``out``, at most
+        ``rows_by_k.shape[0] - 1`` frames per step, ``rows_by_k[k]`` the ``rows`` of a
+        ``k``-frame step (``kernels.network.run_plan_frames``).
 
-        ``x`` and ``out`` must be 1-D C-contiguous float32, ``codes`` 1-D and ``rows``
-        [n_layers, 4] C-contiguous int64: the types of every incremental step, so the call
-        goes straight to run_plan's compiled entry point, skipping the dispatcher's type
-        checks of its 9 arguments. Measured on kws12 (2-core EPYC, interleaved medians):
-        the dispatcher took about 1 us of a 22 us 5-frame int8 step. The entry point is
-        looked up after the first call, which goes through the dispatcher.
+        The argument types are fixed by the caller: ``frames`` and ``out`` 1-D
+        C-contiguous float32, ``codes`` 1-D and ``rows_by_k`` [k_max + 1, n_layers, 4]
+        C-contiguous int64, so the call goes straight to the compiled entry point,
+        skipping the dispatcher's type checks (2.4 us a call; kws12's 5-frame int8 steps
+        take 14-20 us through the entry, 2-core EPYC, interleaved medians). The entry
+        point is looked up after the first call, which goes through the dispatcher.
         """
-        entry = self._step_entry
+        entry = self._frames_entry
         if entry is None:
-            self.run(x, codes, rows=rows, advance=advance, out=out)
-            self._step_entry = _compiled_entry(net.run_plan, (
-                self._arrays, x, self._xq_dummy, net.P_F32, out, codes, rows, self.alpha,
-                int(advance)))
+            if self._arrays is None:
+                self._arrays = self._arrays_with()
+            net.run_plan_frames(self._arrays, frames, out, first, n, codes, rows_by_k,
+                                self.alpha)
+            self._frames_entry = _compiled_entry(net.run_plan_frames, (
+                self._arrays, frames, out, first, n, codes, rows_by_k, self.alpha))
             return
-        entry(self._arrays, x, self._xq_dummy, net.P_F32, out, codes, rows, self.alpha,
-              advance)
+        entry(self._arrays, frames, out, first, n, codes, rows_by_k, self.alpha)
 
     def reset_rings(self) -> None:
         """Zero the input ring and forget its integer copies (incremental mode)."""

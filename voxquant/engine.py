@@ -303,7 +303,13 @@ class IncrementalRunner:
         ring_rows = self.plan.ring[:, net.RING_ROWS]
         self.max_frames_per_call = min(int(ring_rows[ring_rows > 0].min()), 32) if no_pad else 1
         self._n_out = int(np.prod(g.layers[-1].out_shape))
-        self._rows_many: dict[int, np.ndarray] = {}
+        # the rows table of a k-frame step, for k = 1 .. max_frames_per_call (0 unused)
+        self._rows_by_k = np.zeros((self.max_frames_per_call + 1, *self.rows.shape), np.int64)
+        self._rows_by_k[1] = self.rows
+        ring = self.rows[:, 3] > 0
+        for k in range(2, self.max_frames_per_call + 1):
+            self._rows_by_k[k] = self.rows
+            self._rows_by_k[k, ring, 2] = self.rows[ring, 3] - k
 
     def reset(self) -> None:
         """Forget every cached frame (the window is zeros again)."""
@@ -331,18 +337,6 @@ class IncrementalRunner:
             raise ConfigError(f"frame has {f.size} features, model needs {self.frame_size}")
         return self.push_many(f[None])[0]
 
-    def _rows_for(self, k: int) -> np.ndarray:
-        """The ``rows`` table of a call that adds ``k`` frames."""
-        if k == 1:
-            return self.rows
-        rows = self._rows_many.get(k)
-        if rows is None:
-            rows = self.rows.copy()
-            ring = rows[:, 3] > 0
-            rows[ring, 2] = rows[ring, 3] - k
-            self._rows_many[k] = rows
-        return rows
-
     def push_many(self, frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Append ``frames`` [n, features] in order; returns the n outputs [n, n_out].
 
@@ -367,7 +361,7 @@ class IncrementalRunner:
             self._precision = precision
             self.plan.run(f[0], codes, advance=1, out=out[0])
             i = 1
-        self._run_rows(f.reshape(-1), out.reshape(-1), i, n, codes)
+        self.plan.run_frames(f.reshape(-1), out.reshape(-1), i, n - i, codes, self._rows_by_k)
         return out
 
     def _check_out(self, out: np.ndarray, n: int) -> None:
@@ -375,20 +369,6 @@ class IncrementalRunner:
         if (out.shape != (n, self._n_out) or out.dtype != np.float32
                 or not out.flags.c_contiguous):
             raise ConfigError(f"out must be C-contiguous float32 of shape ({n}, {self._n_out})")
-
-    def _run_rows(self, f_flat: np.ndarray, o_flat: np.ndarray, first: int, end: int,
-                  codes: np.ndarray) -> None:
-        """Frames ``first .. end - 1`` of the flat frame buffer ``f_flat`` into their rows of
-        the flat output ``o_flat``, up to ``max_frames_per_call`` per compiled call. Every
-        argument has run_step's fixed types (C-contiguous float32 buffers, rows int64, and
-        the codes 1-D contiguous int64, as Model.set_precision makes every plan's)."""
-        fs, no = self.frame_size, self._n_out
-        i = first
-        while i < end:
-            k = min(self.max_frames_per_call, end - i)
-            self.plan.run_step(f_flat[i * fs:(i + k) * fs], codes, self._rows_for(k), k,
-                               o_flat[i * no:(i + k) * no])
-            i += k
 
     def bind(self, frames: np.ndarray, out: np.ndarray) -> Callable[[int, int], None]:
         """A step function over fixed buffers: ``step(first, n)`` is
@@ -412,7 +392,7 @@ class IncrementalRunner:
             if precision is not self._precision:  # a new plan: push_many recomputes it
                 self.push_many(frames[first:first + n], out[first:first + n])
                 return
-            self._run_rows(f_flat, o_flat, first, first + n, precision.codes)
+            self.plan.run_frames(f_flat, o_flat, first, n, precision.codes, self._rows_by_k)
 
         return step
 
