@@ -1602,7 +1602,7 @@ def _quantize_region(F, Q, off, n, scale, zp, qmin, qmax):
     sat = 0
     # branch-free so that it vectorizes (no fastmath: exact division); unsigned indices
     # need no wrap-around checks, so the loads and stores are contiguous vectors instead
-    # of one element at a time (kws12's 5 new input rows: 0.5 us a call, 2-core EPYC)
+    # of one element at a time (kws12's 5 new input rows, 200 values: 0.41 -> 0.18 us)
     uoff = np.uint64(off)
     for i in range(np.uint64(n)):
         v = F[uoff + i] / s32
@@ -2194,8 +2194,9 @@ def _field(typingctx, s, name):
     """``s.<name>`` of a :class:`PlanArrays`, borrowed like :func:`_borrow`: numba's
     ``s.name`` takes a reference (an atomic increment, and a decrement when the caller
     ends), which for run_plan's 37 arrays cost about 0.5 us a call (perf: ``lock incq``
-    / ``lock decq`` in ``NRT_incref`` / ``NRT_decref``, 2-core EPYC). The struct ``s``
-    keeps every array alive for the whole call."""
+    / ``lock decq`` in ``NRT_incref`` / ``NRT_decref``; an A/B of kws12's 5-frame int8
+    step, this and the unsigned _quantize_region together: 0.8 us of 21, 2-core EPYC).
+    The struct ``s`` keeps every array alive for the whole call."""
     if not isinstance(name, types.StringLiteral):
         return None
     attr = name.literal_value
