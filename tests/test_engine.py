@@ -286,6 +286,9 @@ def test_push_many_equals_push_frame_by_frame(tmp_path, causal_path, valid):
     assert many.push_many(frames[:2], out) is out
     with pytest.raises(ConfigError):
         many.push_many(frames[:2, :3])
+    out.setflags(write=False)  # the compiled entry would write it all the same
+    with pytest.raises(ConfigError, match="writable"):
+        many.push_many(frames[:2], out)
 
 
 def test_bound_steps_equal_push_many(tmp_path):
@@ -317,5 +320,8 @@ def test_bound_steps_equal_push_many(tmp_path):
             bound.bind(bad, out)
     with pytest.raises(ConfigError):
         bound.bind(buf, out[:4])
+    out.setflags(write=False)
+    with pytest.raises(ConfigError, match="writable"):
+        bound.bind(buf, out)
     with pytest.raises(ConfigError):
         step(30, 3)  # past the bound rows

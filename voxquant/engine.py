@@ -365,10 +365,13 @@ class IncrementalRunner:
         return out
 
     def _check_out(self, out: np.ndarray, n: int) -> None:
-        """``out`` must take ``n`` outputs as they are: C-contiguous float32 [n, n_out]."""
+        """``out`` must take ``n`` outputs as they are: writable C-contiguous float32
+        [n, n_out] (the compiled entry :meth:`Plan.run_frames` calls checks no types, so
+        a read-only array would be written all the same)."""
         if (out.shape != (n, self._n_out) or out.dtype != np.float32
-                or not out.flags.c_contiguous):
-            raise ConfigError(f"out must be C-contiguous float32 of shape ({n}, {self._n_out})")
+                or not out.flags.c_contiguous or not out.flags.writeable):
+            raise ConfigError(f"out must be writable C-contiguous float32 of shape "
+                              f"({n}, {self._n_out})")
 
     def bind(self, frames: np.ndarray, out: np.ndarray) -> Callable[[int, int], None]:
         """A step function over fixed buffers: ``step(first, n)`` is
