@@ -501,6 +501,9 @@ class StreamingFrontEnd:
         if energy_out is not None and energy_out.shape[0] < needed:
             raise ConfigError(f"energy buffer of {energy_out.shape[0]} rows too small for "
                               f"{needed} frames")
+        if not out.flags.writeable or (energy_out is not None
+                                       and not energy_out.flags.writeable):
+            raise ConfigError("output and energy buffers must be writable")
         energy = self._no_energy if energy_out is None else energy_out
         free = self._buf.shape[0] - self._size
         if chunk.shape[0] > free and not all_finite(chunk):  # taken in several passes

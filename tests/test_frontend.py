@@ -91,6 +91,12 @@ def test_unknown_config_and_bad_chunks_are_clear_errors():
         get_frontend_config("nope")
     with pytest.raises(ConfigError, match="1-D"):
         StreamingFrontEnd("kws").push(np.zeros((10, 2), np.float32))
+    out, energy = np.zeros((10, 40), np.float32), np.zeros(10)
+    for read_only in (out, energy):  # numba would refuse it with a TypingError, compiling
+        read_only.setflags(write=False)
+        with pytest.raises(ConfigError, match="writable"):
+            StreamingFrontEnd("kws").push_into(np.zeros(1600, np.float32), out, energy)
+        read_only.setflags(write=True)
 
 
 @settings(max_examples=60, deadline=None)
