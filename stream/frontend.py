@@ -64,16 +64,24 @@ def pcm_samples(audio: np.ndarray) -> np.ndarray:
     big-endian integers are first put in the machine's byte order).
     The other integer PCM types of sound cards and WAV files become float32 at full
     scale: int8 (``x / 128``), uint8 (8-bit WAV, ``(x - 128) / 128``) and int32
-    (``x / 2**31``; 24-bit audio arrives left-aligned in it).
+    (``x / 2**31``; 24-bit audio arrives left-aligned in it). A one-channel block of
+    shape ``(n, 1)``, as sounddevice's ``InputStream(channels=1)`` hands its callback,
+    is mono too.
 
     Raises
     ------
     AudioInputError
-        ``audio`` has more than one dimension (mono only) or another sample type
-        (int64, bool, complex, ...), which has no full scale to read it by.
+        ``audio`` has more than one channel (mono only), is raw bytes (their sample
+        type is unknown) or has another sample type (int64, bool, complex, ...), which
+        has no full scale to read it by.
     """
     x = np.asarray(audio)
     if x.ndim != 1:
+        if x.ndim == 2 and x.shape[1] == 1:
+            return pcm_samples(x.reshape(-1))
+        if isinstance(audio, (bytes, bytearray)):
+            raise AudioInputError("audio is raw bytes of unknown sample type: read them "
+                                  "with e.g. np.frombuffer(data, np.int16)")
         raise AudioInputError(f"audio must be 1-D mono, got shape {x.shape}")
     if x.dtype.kind == "f" or x.dtype is _INT16:  # the usual chunks, tested fast (0.3 us)
         return x

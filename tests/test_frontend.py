@@ -69,6 +69,17 @@ def test_int16_chunks_equal_float_audio():
     )
 
 
+def test_one_channel_blocks_are_mono():
+    """(n, 1) blocks, as sounddevice's one-channel InputStream hands them over (also a
+    column cut from a stereo block), give the features of the same 1-D samples."""
+    expected = StreamingFrontEnd("kws").push(AUDIO)
+    frontend = StreamingFrontEnd("kws")
+    blocks = [AUDIO[i:i + 1600, None] for i in range(0, AUDIO.size, 1600)]
+    np.testing.assert_array_equal(np.concatenate([frontend.push(b) for b in blocks]), expected)
+    stereo = np.stack([AUDIO, -AUDIO], axis=1)
+    np.testing.assert_array_equal(StreamingFrontEnd("kws").push(stereo[:, :1]), expected)
+
+
 def test_frame_count_and_timing_follow_config():
     cfg = get_frontend_config("kws")
     assert cfg.hop_ms == 20.0 and cfg.window_ms == 30.0
@@ -91,6 +102,8 @@ def test_unknown_config_and_bad_chunks_are_clear_errors():
         get_frontend_config("nope")
     with pytest.raises(ConfigError, match="1-D"):
         StreamingFrontEnd("kws").push(np.zeros((10, 2), np.float32))
+    with pytest.raises(AudioInputError, match="frombuffer"):  # PyAudio's read() gives bytes
+        StreamingFrontEnd("kws").push((AUDIO[:1600] * 32767).astype(np.int16).tobytes())
     out, energy = np.zeros((10, 40), np.float32), np.zeros(10)
     for read_only in (out, energy):  # numba would refuse it with a TypingError, compiling
         read_only.setflags(write=False)

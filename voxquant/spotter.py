@@ -293,8 +293,9 @@ class KeywordSpotter:
     def process(self, chunk: np.ndarray) -> list[Detection]:
         """Feed mono audio of any length; return new detections.
 
-        ``chunk``: int16 or float samples (int8, uint8 and int32 PCM are read at their
-        full scale, :func:`~voxquant.stream.frontend.pcm_samples`). Raises
+        ``chunk``: int16 or float samples, 1-D or one channel ``(n, 1)`` (int8, uint8 and
+        int32 PCM are read at their full scale, :func:`~voxquant.stream.frontend.pcm_samples`).
+        Raises
         :class:`~voxquant.errors.AudioInputError`, before anything of the chunk is
         consumed, when it is not mono audio or holds NaN or inf.
         """
