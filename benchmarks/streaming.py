@@ -89,7 +89,7 @@ def main(argv=None) -> int:
             "cpu_ms_per_audio_s": 1000 * med["cpu_per_audio_s"],
             "model_cpu_ms_per_audio_s": 1000 * med["model_cpu_seconds"] / med["audio_seconds"],
             # each repetition's figures, in order, for ratios paired within a repetition
-            "repeats": {"cpu_ms_per_audio_s": [1000 * r["cpu_per_audio_s"] for r in results],
+            "per_repetition": {"cpu_ms_per_audio_s": [1000 * r["cpu_per_audio_s"] for r in results],
                         "model_cpu_ms_per_audio_s": [
                             1000 * r["model_cpu_seconds"] / r["audio_seconds"]
                             for r in results]},
@@ -201,7 +201,7 @@ def _paired_ratios(a: dict, b: dict, what: str) -> np.ndarray:
     """``a``'s figure over ``b``'s within each repetition (the two ran a minute apart at
     most): this shared machine's speed drifts between repetitions, so a target is decided
     by the median of these, not by the ratio of two medians."""
-    return np.array(a["repeats"][what]) / np.array(b["repeats"][what])
+    return np.array(a["per_repetition"][what]) / np.array(b["per_repetition"][what])
 
 
 def _targets(by: dict, acc: dict) -> list[dict]:

@@ -491,8 +491,8 @@ class StreamingFrontEnd:
         """Append samples and write the completed frames' features into ``out``.
 
         ``chunk`` is mono float or integer PCM (:func:`pcm_samples`). ``out`` must
-        have at least ``frames_after(len(chunk))`` rows. When ``energy_out``
-        (float64) is given, each frame's mean-square energy of the raw samples
+        be writable with at least ``frames_after(len(chunk))`` rows. When ``energy_out``
+        (float64, writable) is given, each frame's mean-square energy of the raw samples
         goes there too (for noise tracking and gating). Returns the number of
         rows written.
 

@@ -303,12 +303,11 @@ class IncrementalRunner:
         ring_rows = self.plan.ring[:, net.RING_ROWS]
         self.max_frames_per_call = min(int(ring_rows[ring_rows > 0].min()), 32) if no_pad else 1
         self._n_out = int(np.prod(g.layers[-1].out_shape))
-        # the rows table of a k-frame step, for k = 1 .. max_frames_per_call (0 unused)
-        self._rows_by_k = np.zeros((self.max_frames_per_call + 1, *self.rows.shape), np.int64)
-        self._rows_by_k[1] = self.rows
+        # the rows table of a k-frame step, for k = 1 .. max_frames_per_call (0 unused): a
+        # k-frame step recomputes the last k rows of every ring layer
+        self._rows_by_k = np.repeat(self.rows[None], self.max_frames_per_call + 1, axis=0)
         ring = self.rows[:, 3] > 0
         for k in range(2, self.max_frames_per_call + 1):
-            self._rows_by_k[k] = self.rows
             self._rows_by_k[k, ring, 2] = self.rows[ring, 3] - k
 
     def reset(self) -> None:
