@@ -102,7 +102,7 @@ def calibrate_thresholds(model, kw, free, *, floor=0.5, policy="adaptive") -> di
     labels = resolve_model(model).labels
     peaks = {lab: 0.0 for lab in labels if not lab.startswith("_")}
     for audio, events, _, _ in (kw, free):
-        spotter, _ = run(model, audio, events, policy=policy, threshold=1.01,
+        spotter, _ = run(model, audio, events, policy=policy, threshold=1.0,
                          record_posteriors=True)
         spans = [(e["label"], e["start_s"] - 1.0, e["end_s"] + 1.0) for e in events]
         for end_s, smoothed in spotter.posteriors:
