@@ -57,6 +57,7 @@ __all__ = [
     "EvalItem",
     "validation_set",
     "clip_features",
+    "mlperf_clip_features",
     "evaluate_onnx",
     "train",
     "main",
@@ -266,6 +267,25 @@ def clip_features(audios: np.ndarray) -> np.ndarray:
     return full.reshape(n, hops, cfg.n_features)[:, :frames_per_window].copy()
 
 
+def mlperf_clip_features(audios: np.ndarray) -> np.ndarray:
+    """MLPerf Tiny front-end features of 1 s windows, [N, 16000] -> [N, 49, 10].
+
+    Each window is peak-scaled on its own (as the MLPerf front end does per
+    clip), then all go through ``compute_features`` as one recording, as in
+    :func:`clip_features`.
+    """
+    from voxquant.stream.frontend import scale_clip
+
+    cfg = get_frontend_config("mlperf")
+    scaled = np.stack([scale_clip(w, cfg) for w in np.asarray(audios, np.float32)])
+    plain = replace(cfg, clip_peak_scaling=False)  # scaled above, per clip
+    feats = compute_features(scaled.reshape(-1), plain)
+    hops = WINDOW_SAMPLES // cfg.hop_samples
+    full = np.zeros((len(scaled) * hops, cfg.n_features), np.float32)
+    full[: feats.shape[0]] = feats
+    return full.reshape(len(scaled), hops, cfg.n_features)[:, : hops - 1].copy()
+
+
 def _cache_key(*parts: Any) -> str:
     return hashlib.sha1(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -298,11 +318,18 @@ def _load_long(clips: Sequence[ds.Clip], tag: str) -> list[np.ndarray]:
 
 
 def validation_features(
-    items: Sequence[EvalItem], tag: str = "val"
+    items: Sequence[EvalItem], tag: str = "val", frontend: str = FRONTEND_NAME
 ) -> tuple[np.ndarray, list[str]]:
-    """Features [N, 49, 40] and labels of validation items (decoded audio cached)."""
+    """Features and labels of validation items (decoded audio cached).
+
+    ``frontend`` is the model card's: ``"kws"`` gives [N, 49, 40]
+    (:func:`clip_features`), ``"mlperf"`` [N, 49, 10] (:func:`mlperf_clip_features`).
+    """
+    windows = {"kws": clip_features, "mlperf": mlperf_clip_features}
+    if frontend not in windows:
+        raise ConfigError(f"no validation features for front end {frontend!r}")
     audios = _load_windows([it.clip for it in items], tag)
-    return clip_features(audios), [it.label for it in items]
+    return windows[frontend](audios), [it.label for it in items]
 
 
 # --- evaluation with onnxruntime ------------------------------------------------------------------
@@ -322,9 +349,12 @@ def evaluate_onnx(
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
+    # one window [frames, features] in the model's input layout: NCHW [1, 1, T, F] for the
+    # TC-DS models, NHWC [1, T, F, 1] for the MLPerf DS-CNN
+    shape = [1] + [int(d) for d in sess.get_inputs()[0].shape[1:]]
     preds = np.empty(len(features), np.int64)
     for i, f in enumerate(features):
-        probs = sess.run(None, {name: f[None, None].astype(np.float32)})[0]
+        probs = sess.run(None, {name: f.reshape(shape).astype(np.float32)})[0]
         preds[i] = int(np.argmax(probs))
     return _accuracy(preds, labels, classes) + (preds,)
 
@@ -583,16 +613,7 @@ class _Teacher:
         self.path = path
 
     def probs(self, waves: np.ndarray) -> np.ndarray:
-        from voxquant.stream.frontend import scale_clip
-
-        cfg = get_frontend_config("mlperf")
-        scaled = np.stack([scale_clip(w, cfg) for w in waves])
-        plain = replace(cfg, clip_peak_scaling=False)  # scaled above, per clip
-        feats = compute_features(scaled.reshape(-1), plain)
-        hops = WINDOW_SAMPLES // cfg.hop_samples
-        full = np.zeros((len(waves) * hops, cfg.n_features), np.float32)
-        full[: feats.shape[0]] = feats
-        x = full.reshape(len(waves), hops, cfg.n_features)[:, : hops - 1, :, None]
+        x = mlperf_clip_features(waves)[..., None]
         name = self.session.get_inputs()[0].name
         return np.concatenate(
             [self.session.run(None, {name: x[i : i + 512]})[0] for i in range(0, len(x), 512)]
@@ -879,12 +900,6 @@ def _model_card(name, task, data_dir, opts, cfg, classes, data, acc, per_class, 
 
     macs, params = count_macs_params(cfg)
     fe = get_frontend_config(FRONTEND_NAME)
-    val_items: list[EvalItem] = data["val_items"]
-    speakers = sorted({it.clip.speaker for it in val_items if it.label != ds.SILENCE_LABEL})
-    listing = "\n".join(
-        f"{it.clip.path.relative_to(data_dir)}\t{it.clip.offset_samples}\t{it.clip.num_samples}"
-        f"\t{it.label}" for it in val_items
-    )
     return {
         "name": name,
         "task": task,
@@ -908,25 +923,7 @@ def _model_card(name, task, data_dir, opts, cfg, classes, data, acc, per_class, 
         "macs": macs,
         "params": params,
         "onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
-        "validation": {
-            "accuracy": acc,
-            "per_class": per_class,
-            "n_windows": len(val_items),
-            "evaluated_with": "onnxruntime fp32, batch 1, features of voxquant.stream.frontend "
-                              "(config 'kws') on each 1 s window (fix_length: end-padded)",
-            "split": {
-                "function": "voxquant.models.train.validation_set",
-                "words": f"datasets.speaker_split(validation_fraction={VALIDATION_FRACTION}, "
-                         f"seed={SPLIT_SEED}): speaker-disjoint from training",
-                "silence": f"1 s windows every {VALIDATION_SILENCE_HOP_S} s of the last "
-                           f"{NOISE_TEST_FRACTION:.0%} of each noise recording "
-                           "(datasets.split_noise_by_time), native level; training used only "
-                           "the first part of each recording",
-                "n_speakers": len(speakers),
-                "speakers": speakers,
-                "items_sha1": hashlib.sha1(listing.encode()).hexdigest(),
-            },
-        },
+        "validation": validation_record(data_dir, data["val_items"], acc, per_class, fe.name),
         "data": _data_description(task),
         "training": {
             **opts.to_dict(),
@@ -938,6 +935,36 @@ def _model_card(name, task, data_dir, opts, cfg, classes, data, acc, per_class, 
                        f"--out OUT --epochs {opts.epochs} --seed {opts.seed}"
                        + (" --qat" if opts.qat else "")
                        + "".join(f" --set {k}={v}" for k, v in _overrides(opts).items()),
+        },
+    }
+
+
+def validation_record(data_dir: Path, val_items: Sequence[EvalItem], acc: float,
+                      per_class: dict, frontend: str) -> dict[str, Any]:
+    """The model card's ``validation`` entry: the accuracy and what it was measured on
+    (the split, its speakers and a digest of the items, so a test can rebuild it)."""
+    speakers = sorted({it.clip.speaker for it in val_items if it.label != ds.SILENCE_LABEL})
+    listing = "\n".join(
+        f"{it.clip.path.relative_to(data_dir)}\t{it.clip.offset_samples}\t{it.clip.num_samples}"
+        f"\t{it.label}" for it in val_items
+    )
+    return {
+        "accuracy": acc,
+        "per_class": per_class,
+        "n_windows": len(val_items),
+        "evaluated_with": "onnxruntime fp32, batch 1, features of voxquant.stream.frontend "
+                          f"(config {frontend!r}) on each 1 s window (fix_length: end-padded)",
+        "split": {
+            "function": "voxquant.models.train.validation_set",
+            "words": f"datasets.speaker_split(validation_fraction={VALIDATION_FRACTION}, "
+                     f"seed={SPLIT_SEED}): speaker-disjoint from training",
+            "silence": f"1 s windows every {VALIDATION_SILENCE_HOP_S} s of the last "
+                       f"{NOISE_TEST_FRACTION:.0%} of each noise recording "
+                       "(datasets.split_noise_by_time), native level; training used only "
+                       "the first part of each recording",
+            "n_speakers": len(speakers),
+            "speakers": speakers,
+            "items_sha1": hashlib.sha1(listing.encode()).hexdigest(),
         },
     }
 

@@ -37,7 +37,8 @@ class _OnnxRuntimeRunner:
             str(card.model_path), opts, providers=["CPUExecutionProvider"]
         )
         self._input = self._session.get_inputs()[0].name
-        self._shape = (1, 1, card.window_frames, card.frontend.n_features)
+        # the file's own layout: NCHW [1, 1, T, F] (TC-DS) or NHWC [1, T, F, 1] (DS-CNN)
+        self._shape = (1,) + tuple(int(d) for d in self._session.get_inputs()[0].shape[1:])
         self.macs_per_window = int(card.raw.get("macs", 0))
 
     def run(self, window: np.ndarray, level: str) -> np.ndarray:

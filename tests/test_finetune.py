@@ -1,0 +1,80 @@
+"""Fine-tuning the MLPerf Tiny DS-CNN: the torch copy is the ONNX graph, and the
+written file is the reference graph carrying the new weights.
+
+Needs torch (the ``train`` extra); the reference model tests skip when
+``shared/models/mlperf_tiny_kws`` is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voxquant.errors import ConfigError
+from voxquant.models.cards import SHIPPED_DIR
+from voxquant.paths import shared_models_dir
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from voxquant.models.finetune import REFERENCE, torch_module, write_onnx  # noqa: E402
+
+MODELS = shared_models_dir(required=False)
+needs_reference = pytest.mark.skipif(
+    MODELS is None or not (MODELS / REFERENCE["file"]).is_file(),
+    reason="shared/models/mlperf_tiny_kws not available")
+
+
+def _ort_probs(path: Path, feats: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: feats[..., None]})[0]
+
+
+def _torch_probs(module, feats: np.ndarray) -> np.ndarray:
+    module.eval()
+    with torch.no_grad():
+        return torch.softmax(module(torch.from_numpy(feats)), dim=1).numpy()
+
+
+def _features(n: int, seed: int) -> np.ndarray:
+    """MFCC-like inputs: the reference's features span about -250..+60."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0.0, 20.0, (n, 49, 10)) + np.linspace(-60, 0, 10)).astype(np.float32)
+
+
+@needs_reference
+def test_torch_copy_equals_the_reference() -> None:
+    path = MODELS / REFERENCE["file"]
+    module = torch_module(onnx.load(str(path)))
+    feats = _features(16, 0)
+    np.testing.assert_allclose(_torch_probs(module, feats), _ort_probs(path, feats), atol=2e-5)
+
+
+@needs_reference
+def test_written_file_is_the_reference_graph_with_new_weights(tmp_path: Path) -> None:
+    path = MODELS / REFERENCE["file"]
+    template = onnx.load(str(path))
+    module = torch_module(template)
+    before = _torch_probs(module, _features(8, 1))
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    out = write_onnx(template, module, tmp_path / "ft.onnx", doc="test")
+    written = onnx.load(str(out))
+    assert [n.op_type for n in written.graph.node] == [n.op_type for n in template.graph.node]
+    feats = _features(8, 1)
+    got = _ort_probs(out, feats)
+    np.testing.assert_allclose(got, _torch_probs(module, feats), atol=2e-5)
+    assert np.abs(got - before).max() > 1e-3  # the new weights are in the file
+
+
+def test_other_graphs_are_refused_naming_the_node() -> None:
+    """kws12 (a TC-DS graph: GlobalAveragePool, Flatten, Gemm) is not a DS-CNN."""
+    model = onnx.load(str(SHIPPED_DIR / "kws12.onnx"))
+    with pytest.raises(ConfigError, match="is not part of the MLPerf DS-CNN"):
+        torch_module(model)
