@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m voxquant.models.finetune --data ../shared/data --out models/shipped \\
-        --name kws12m --epochs 30 --seed 0 --set extra_unknown=1200 ...
+    python -m voxquant.models.finetune --data ../shared/data --out OUT \\
+        --name mlperf-ft --epochs 50 --seed 0 --set extra_unknown=1200 ...
 
 The MLPerf Tiny reference model (``shared/models/mlperf_tiny_kws``) learned the
 12 Speech Commands classes from the whole v0.02 training partition, far more
@@ -19,8 +19,9 @@ reference (the engine, onnxruntime, the :class:`~voxquant.stream.confirm.Confirm
 runs the result unchanged.
 
 Its convolutions pad in time (look-ahead), so the engine runs it per window,
-not incrementally: it is a confirming second stage, run only when the
-always-on model fires.
+not incrementally: it is meant as a confirming second stage, run only when the
+always-on model fires (``KeywordSpotter(..., confirm="OUT/NAME.onnx")``). As
+such it is measured and not shipped: see docs/training.md.
 
 torch is imported only inside the functions that train (the ``train`` extra).
 """
@@ -178,7 +179,7 @@ def finetune(
     epochs: int = 30,
     seed: int = 0,
     *,
-    name: str = "kws12m",
+    name: str = "mlperf-ft",
     log=print,
     **overrides: Any,
 ) -> tr.TrainResult:
@@ -323,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, default=None, help="shared audio folder")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--name", default="kws12m", help="model name (default: kws12m)")
+    p.add_argument("--name", default="mlperf-ft", help="model name (default: mlperf-ft)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

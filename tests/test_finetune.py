@@ -78,3 +78,33 @@ def test_other_graphs_are_refused_naming_the_node() -> None:
     model = onnx.load(str(SHIPPED_DIR / "kws12.onnx"))
     with pytest.raises(ConfigError, match="is not part of the MLPerf DS-CNN"):
         torch_module(model)
+
+
+@needs_reference
+def test_a_finetuned_file_with_its_card_runs_like_a_keyword_model(tmp_path: Path) -> None:
+    """A DS-CNN file with a card (the NHWC [1, 49, 10, 1] input) runs through the onnxruntime
+    baseline runner, the engine runner and evaluate_onnx, each as onnxruntime does."""
+    import json
+
+    from voxquant.models.cards import resolve_model
+    from voxquant.models.datasets import KWS12_LABELS
+    from voxquant.models.train import evaluate_onnx
+    from voxquant.runners import make_runner
+
+    template = onnx.load(str(MODELS / REFERENCE["file"]))
+    module = torch_module(template)
+    with torch.no_grad():
+        module.dense.bias.add_(torch.linspace(-1.0, 1.0, 12))
+    path = write_onnx(template, module, tmp_path / "ft.onnx", doc="test")
+    (tmp_path / "ft.json").write_text(json.dumps(
+        {"classes": list(KWS12_LABELS), "frontend": "mlperf", "window_frames": 49}))
+    card = resolve_model(path)
+    feats = _features(6, 2)
+    ref = _ort_probs(path, feats)
+    for runtime in ("onnxruntime", "voxquant"):
+        runner = make_runner(card, runtime)
+        got = np.stack([runner.run(f, "fp32").copy() for f in feats])  # a view per call
+        np.testing.assert_allclose(got, ref, atol=1e-4, err_msg=runtime)
+    labels = [KWS12_LABELS[i] for i in ref.argmax(1)]
+    acc, _, preds = evaluate_onnx(path, feats, labels, KWS12_LABELS)
+    assert acc == 1.0 and list(preds) == list(ref.argmax(1))

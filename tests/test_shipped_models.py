@@ -18,16 +18,10 @@ from voxquant.paths import EXAMPLES_DIR
 from voxquant.stream.frontend import compute_features, get_frontend_config
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "shipped"
-MODELS = {"kws12": KWS12_LABELS, "digits": DIGIT_LABELS, "kws12w": KWS12_LABELS,
-          "kws12m": KWS12_LABELS}
-#: kws12w and kws12m are confirming second stages (run only when the first stage fires):
-#: they may be larger
-MAX_PARAMS = {"kws12": 100_000, "digits": 100_000, "kws12w": 150_000, "kws12m": 150_000}
-#: the streaming TC-DS models (voxquant.models.train): causal, the "kws" front end
-TCDS = {"kws12", "digits", "kws12w"}
+MODELS = {"kws12": KWS12_LABELS, "digits": DIGIT_LABELS, "kws12w": KWS12_LABELS}
+#: kws12w is a confirming second stage (runs only when the first stage fires): it may be larger
+MAX_PARAMS = {"kws12": 100_000, "digits": 100_000, "kws12w": 150_000}
 ALLOWED_OPS = {"Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm", "Softmax"}
-#: kws12m is the MLPerf Tiny DS-CNN graph with fine-tuned weights (voxquant.models.finetune)
-DSCNN_OPS = {"Reshape", "Conv", "Relu", "AveragePool", "MatMul", "Add", "Softmax"}
 
 
 def _require(name: str) -> None:
@@ -51,13 +45,6 @@ def _session(name: str):
                                 providers=["CPUExecutionProvider"])
 
 
-def _features(name: str, audio: np.ndarray) -> np.ndarray:
-    """One window of the model's own front end, in its input layout."""
-    card = _card(name)
-    feats = compute_features(audio, card["frontend"])[: card["window_frames"]]
-    return feats.reshape([1] + card["input"]["shape"][1:])
-
-
 def _example_clips() -> list[tuple[Path, str]]:
     meta = EXAMPLES_DIR / "clips.json"
     if not meta.is_file():
@@ -71,23 +58,17 @@ def test_card_describes_the_onnx_file(name: str) -> None:
     model = onnx.load(str(SHIPPED / f"{name}.onnx"))
     onnx.checker.check_model(model)
     assert tuple(card["classes"]) == MODELS[name]
-    out = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    assert out[1:] == [len(card["classes"])]
-    weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
-    assert sum(int(np.prod(t.dims)) for t in weights) == card["params"]
-    assert 10_000 <= card["params"] <= MAX_PARAMS[name]
-    assert card["macs"] <= 5_000_000
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert shape[1:] == card["input"]["shape"][1:]
-    if name not in TCDS:
-        assert {n.op_type for n in model.graph.node} == DSCNN_OPS
-        assert get_frontend_config(card["frontend"]) == get_frontend_config("mlperf")
-        assert shape[1:] == [card["window_frames"], 10, 1]
-        return
     assert model.opset_import[0].version == 13
     assert {n.op_type for n in model.graph.node} <= ALLOWED_OPS
     assert get_frontend_config(card["frontend"]) == get_frontend_config("kws")
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert shape == [1, 1, card["window_frames"], 40]
+    out = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    assert out == [1, len(card["classes"])]
+    n_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    assert n_params == card["params"]
+    assert 10_000 <= card["params"] <= MAX_PARAMS[name]
+    assert card["macs"] <= 5_000_000
     # causal, valid along time: no Conv pads anything (no look-ahead, no zero rows)
     for node in model.graph.node:
         if node.op_type == "Conv":
@@ -99,8 +80,9 @@ def test_card_describes_the_onnx_file(name: str) -> None:
 def test_runs_and_outputs_probabilities(name: str) -> None:
     sess = _session(name)
     rng = np.random.default_rng(0)
-    feats = _features(name, rng.normal(0, 0.05, 16000).astype(np.float32))
-    probs = sess.run(None, {sess.get_inputs()[0].name: feats})[0]
+    feats = compute_features(rng.normal(0, 0.05, 16000).astype(np.float32), "kws")
+    assert feats.shape == (49, 40)
+    probs = sess.run(None, {sess.get_inputs()[0].name: feats[None, None]})[0]
     assert probs.shape == (1, len(MODELS[name]))
     assert np.all(probs >= 0) and abs(float(probs.sum()) - 1.0) < 1e-4
 
@@ -112,21 +94,13 @@ def test_silence_is_silence() -> None:
     assert KWS12_LABELS[int(np.argmax(probs))] == "_silence_"
 
 
-#: kws12m takes the espeak "stop" for "off" (0.56); the MLPerf reference it was fine-tuned
-#: from gets "stop" right but takes "go" for _unknown_. Strict: a fix is noticed.
-_ESPEAK_MISS = pytest.mark.xfail(strict=True, reason="kws12m: espeak 'stop' read as 'off'")
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_ESPEAK_MISS) if n == "kws12m" else n for n in sorted(MODELS)])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_classifies_example_clips(name: str) -> None:
     """The project-made espeak-ng clips (voxquant/examples) are classified right.
 
     A sanity check, not an accuracy figure: ``digits`` was trained with synthetic
     espeak-ng speakers (``synthetic_per_word`` in its card), so espeak voices are
-    not new to it; its accuracy on real held-out speakers is in the card. One
-    synthetic voice says little about a model (its card gives its accuracy on real
-    held-out speakers), hence the expected failure above rather than another model.
+    not new to it; its accuracy on real held-out speakers is in the card.
     """
     from voxquant.stream.audio_io import load_audio
 
@@ -138,7 +112,8 @@ def test_classifies_example_clips(name: str) -> None:
     checked = 0
     for path, word in clips:
         audio = load_audio(path, 16000)
-        probs = sess.run(None, {sess.get_inputs()[0].name: _features(name, audio[:16000])})[0][0]
+        feats = compute_features(audio[:16000], "kws")[:49]
+        probs = sess.run(None, {sess.get_inputs()[0].name: feats[None, None]})[0][0]
         predicted = classes[int(np.argmax(probs))]
         expected = word if word in classes else "_unknown_"
         assert predicted == expected, f"{path.name}: {predicted} ({probs.max():.2f}) != {expected}"
@@ -158,9 +133,9 @@ def test_engine_fp32_matches_onnxruntime(name: str) -> None:
     sess = _session(name)
     rng = np.random.default_rng(1)
     for _ in range(3):
-        feats = _features(name, rng.normal(0, 0.1, 16000).astype(np.float32))
-        ref = sess.run(None, {sess.get_inputs()[0].name: feats})[0][0]
-        got = np.asarray(model(feats.reshape(_card(name)["window_frames"], -1))).reshape(-1)
+        feats = compute_features(rng.normal(0, 0.1, 16000).astype(np.float32), "kws")
+        ref = sess.run(None, {sess.get_inputs()[0].name: feats[None, None]})[0][0]
+        got = np.asarray(model(feats)).reshape(-1)
         np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
@@ -181,7 +156,7 @@ def test_validation_accuracy_reproduces_card(name: str, shared_data: Path) -> No
     split = card["validation"]["split"]
     assert hashlib.sha1(listing.encode()).hexdigest() == split["items_sha1"], (
         "validation set differs from the one in the model card (data or split changed)")
-    feats, labels = validation_features(items, f"test-{name}-val", card["frontend"]["name"])
+    feats, labels = validation_features(items, f"test-{name}-val")
     acc, per_class, _ = evaluate_onnx(SHIPPED / f"{name}.onnx", feats, labels, card["classes"])
     assert abs(100 * acc - 100 * card["validation"]["accuracy"]) <= 0.5
     for label, row in per_class.items():

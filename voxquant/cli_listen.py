@@ -37,8 +37,8 @@ def register(sub, add_model_options) -> None:
                    help="write a per-window trace (time, SNR, precision, gate, CPU) to this file")
     p.add_argument("--confirm", default=None, metavar="MODEL",
                    help="a second model that must agree before a detection is reported, "
-                        "run only when the first fires (e.g. kws12m: the MLPerf Tiny model "
-                        "fine-tuned in noise, shipped; mlperf-kws: the shared reference)")
+                        "run only when the first fires (e.g. mlperf-kws: the shared MLPerf "
+                        "Tiny reference)")
     p.add_argument("--confirm-threshold", type=float, default=0.5,
                    help="posterior the confirming model must give (default: %(default)s)")
     p.add_argument("--incremental", action="store_true",

@@ -19,7 +19,7 @@ from voxquant.models.graph import AVGPOOL, CONV, MAXPOOL, SOFTMAX, Graph
 from voxquant.models.plan import PRECISIONS, Plan, PrecisionPlan
 from voxquant.stream.quantizer import calibrate as _calibrate
 
-SHIPPED_NAMES = ("kws12", "digits", "kws12w", "kws12m")  # kws12w, kws12m: confirming stages
+SHIPPED_NAMES = ("kws12", "digits", "kws12w")  # kws12w: a confirming second stage
 MLPERF_NAMES = {"mlperf-kws": "kws_ref_model_float32.onnx",
                 "mlperf-kws-int8": "kws_ref_model.tflite"}
 
@@ -410,8 +410,8 @@ def _labels_for(path: Path) -> tuple[str, ...] | None:
 
 
 def load(path_or_name: str | Path, weight_scheme: str = "uniform") -> Model:
-    """Load a model: a path to .onnx/.tflite, a shipped name ("kws12", "digits", "kws12w",
-    "kws12m"), or "mlperf-kws" / "mlperf-kws-int8" (the shared MLPerf Tiny reference).
+    """Load a model: a path to .onnx/.tflite, a shipped name ("kws12", "digits", "kws12w"),
+    or "mlperf-kws" / "mlperf-kws-int8" (the shared MLPerf Tiny reference).
 
     Raises
     ------
