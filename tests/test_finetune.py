@@ -108,3 +108,28 @@ def test_a_finetuned_file_with_its_card_runs_like_a_keyword_model(tmp_path: Path
     labels = [KWS12_LABELS[i] for i in ref.argmax(1)]
     acc, _, preds = evaluate_onnx(path, feats, labels, KWS12_LABELS)
     assert acc == 1.0 and list(preds) == list(ref.argmax(1))
+
+
+@needs_reference
+@pytest.mark.shared_data
+def test_one_epoch_writes_the_reference_graph_and_a_card_that_reproduces(
+        tmp_path: Path, shared_data: Path) -> None:
+    import json
+
+    from voxquant.models.finetune import finetune
+    from voxquant.models.train import evaluate_onnx, validation_features, validation_set
+
+    result = finetune(shared_data, tmp_path, epochs=1, seed=0, name="ft", log=lambda *_: None,
+                      extra_unknown=64, threads=1)
+    card = json.loads(result.card_path.read_text())
+    written = onnx.load(str(result.onnx_path))
+    reference = onnx.load(str(MODELS / REFERENCE["file"]))
+    assert [n.op_type for n in written.graph.node] == [n.op_type for n in reference.graph.node]
+    assert card["frontend"]["name"] == "mlperf" and card["input"]["shape"] == [1, 49, 10, 1]
+    assert "--epochs 1" in card["training"]["command"]
+    assert "--set extra_unknown=64" in card["training"]["command"]
+    feats, labels = validation_features(validation_set("kws12", shared_data), "kws12-val",
+                                        "mlperf")
+    acc, _, _ = evaluate_onnx(result.onnx_path, feats, labels, card["classes"])
+    assert acc == card["validation"]["accuracy"] == result.accuracy
+    assert acc > 0.5  # one epoch from the reference's weights: still a keyword model
