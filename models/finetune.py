@@ -44,7 +44,7 @@ from voxquant.models import train as tr
 from voxquant.paths import shared_data_dir, shared_models_dir
 from voxquant.stream.frontend import get_frontend_config
 
-__all__ = ["REFERENCE", "finetune", "main"]
+__all__ = ["REFERENCE", "finetune", "main", "torch_module", "write_onnx"]
 
 #: The reference model inside ``shared/models``, and where it comes from.
 REFERENCE = {
@@ -55,7 +55,6 @@ REFERENCE = {
     "trained_on": "Speech Commands v0.02 training partition (12 classes)",
 }
 FRONTEND_NAME = "mlperf"
-_DENSE_OPS = ("MatMul", "Add")
 
 
 def _reference_path() -> Path:
