@@ -90,7 +90,8 @@ def _graph_layers(model) -> tuple[list[tuple[Any, dict]], Any, Any]:
 
 def torch_module(model, dropout: float = 0.0):
     """A torch copy of the DS-CNN ONNX graph ``model`` (same weights, same outputs as
-    onnxruntime before any training); it takes features [N, frames, 10] and gives logits.
+    onnxruntime before any training); it takes features [N, 1, frames, 10], as the TC-DS
+    models do, and gives logits.
 
     Every Conv is followed by ReLU, the average pool covers what is left of the
     input and the dense layer follows it, as in the reference graph.
@@ -122,8 +123,7 @@ def torch_module(model, dropout: float = 0.0):
             self.dense.bias.data = torch.from_numpy(weights[add.input[1]].copy())
             self.dropout = torch.nn.Dropout(dropout)
 
-        def forward(self, x):
-            x = x[:, None]  # [N, 1, frames, features]: NHWC [N, T, F, 1] read as NCHW
+        def forward(self, x):  # [N, 1, frames, features]: the file's NHWC [N, T, F, 1] as NCHW
             for conv, pad in zip(self.convs, self.pads):
                 x = torch.relu(conv(torch.nn.functional.pad(x, pad)))
             return self.dense(self.dropout(x.mean(dim=(2, 3))))
@@ -214,16 +214,11 @@ def finetune(
     reference = _reference_path()
     template = onnx.load(str(reference))
     module = torch_module(template, opts.dropout)
-    data = tr._prepare("kws12", data_dir, opts, log)
-    classes = data["classes"]
-    val_x, val_labels = tr.validation_features(data["val_items"], "kws12-val", FRONTEND_NAME)
-    val_t = torch.from_numpy(val_x)
-    val_y = np.array([classes.index(lab) for lab in val_labels])
+    data = tr._prepare("kws12", data_dir, opts, log, FRONTEND_NAME)
+    classes, val_x, val_labels = data["classes"], data["val_x"], data["val_labels"]
 
     def val_accuracy() -> float:
-        module.eval()
-        with torch.no_grad():
-            return float(np.mean(module(val_t).argmax(1).numpy() == val_y))
+        return tr._torch_accuracy(module, val_x, val_labels, classes)
 
     log(f"reference before fine-tuning: val {100 * val_accuracy():.2f}%")
     aug = tr._Augmenter(opts, data["noises"], rng)
@@ -232,9 +227,8 @@ def finetune(
     sched = None
     for epoch in range(epochs):
         t0 = time.time()
-        _, y_np, waves = tr._epoch_data(data, opts, aug, rng)
-        x, y = torch.from_numpy(tr.mlperf_clip_features(waves)), torch.from_numpy(y_np)
-        del waves
+        x_np, y_np, _ = tr._epoch_data(data, opts, aug, rng, tr.mlperf_clip_features)
+        x, y = torch.from_numpy(x_np[:, None]), torch.from_numpy(y_np)
         steps = (len(y) + opts.batch_size - 1) // opts.batch_size
         if sched is None:
             sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -272,24 +266,16 @@ def finetune(
 
 def _model_card(name, data_dir, opts, classes, data, acc, per_class, onnx_path, module,
                 reference: Path, seconds: float) -> dict[str, Any]:
-    import torch
-
-    fe = get_frontend_config(FRONTEND_NAME)
     macs, params = _count(module)
-    overrides = tr._overrides(opts)
-    return {
-        "name": name,
-        "task": "kws12",
-        "classes": list(classes),
-        "frontend": fe.to_dict(),
-        "sample_rate_hz": fe.sample_rate_hz,
-        "window_frames": 49,
-        "window_samples": tr.WINDOW_SAMPLES,
-        "input": {"name": "input_1", "shape": [1, 49, fe.n_features, 1],
-                  "layout": "NHWC, H = time frames (oldest first), W = MFCC coefficients"},
-        "output": {"name": "Identity", "shape": [1, len(classes)],
-                   "what": "softmax probabilities"},
-        "architecture": {
+    fe = get_frontend_config(FRONTEND_NAME)
+    return tr.model_card(
+        name, "kws12", data_dir, opts, classes, data, acc, per_class, onnx_path, seconds,
+        frontend=FRONTEND_NAME,
+        input_spec={"name": "input_1",
+                    "shape": [1, fe.frames_for(tr.WINDOW_SAMPLES), fe.n_features, 1],
+                    "layout": "NHWC, H = time frames (oldest first), W = MFCC coefficients"},
+        output_name="Identity",
+        architecture={
             "family": "DS-CNN (the MLPerf Tiny keyword-spotting reference), fine-tuned",
             "base": {**REFERENCE,
                      "sha256": hashlib.sha256(reference.read_bytes()).hexdigest()},
@@ -297,22 +283,10 @@ def _model_card(name, data_dir, opts, classes, data, acc, per_class, onnx_path, 
             "time_padding": "'same' padding in time (look-ahead): run per window, "
                             "as a confirming second stage",
         },
-        "macs": macs,
-        "params": params,
-        "onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
-        "validation": tr.validation_record(data_dir, data["val_items"], acc, per_class,
-                                           FRONTEND_NAME),
-        "data": tr._data_description("kws12"),
-        "training": {
-            **opts.to_dict(),
-            "train_windows_per_epoch_base": len(data["train_clips"]),
-            "seconds": round(seconds, 1),
-            "torch": torch.__version__,
-            "command": f"python -m voxquant.models.finetune --data DATA --out OUT "
-                       f"--name {name} --epochs {opts.epochs} --seed {opts.seed}"
-                       + "".join(f" --set {k}={v}" for k, v in overrides.items()),
-        },
-    }
+        macs=macs, params=params,
+        command=f"python -m voxquant.models.finetune --data DATA --out OUT "
+                f"--name {name} --epochs {opts.epochs} --seed {opts.seed}"
+                + "".join(f" --set {k}={v}" for k, v in tr._overrides(opts).items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,13 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        finetune(args.data, args.out, args.epochs, args.seed, name=args.name,
-                 **tr._parse_overrides(args.set))
-    except (ConfigError, DataNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return tr.run_command(lambda: finetune(args.data, args.out, args.epochs, args.seed,
+                                           name=args.name, **tr._parse_overrides(args.set)))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -502,8 +502,10 @@ def synthetic_keywords(
     return out, labels
 
 
-def _prepare(task: str, data_dir: Path, opts: TrainOptions, log) -> dict[str, Any]:
-    """Decode everything a run needs (cached) and build the validation features."""
+def _prepare(task: str, data_dir: Path, opts: TrainOptions, log,
+             frontend: str = FRONTEND_NAME) -> dict[str, Any]:
+    """Decode everything a run needs (cached) and build the validation features
+    (of the model's ``frontend``, :func:`validation_features`)."""
     classes = task_labels(task, data_dir)
     train_clips, _ = split_word_clips(task, data_dir)
     train_clips = [c for c in train_clips if c.label in classes]
@@ -537,7 +539,7 @@ def _prepare(task: str, data_dir: Path, opts: TrainOptions, log) -> dict[str, An
         labels = np.concatenate([labels, [classes.index(w) for w in synth_labels]])
         log(f"synthetic espeak-ng keyword clips: {len(synth)}")
     items = validation_set(task, data_dir)
-    val_x, val_labels = validation_features(items, f"{task}-val")
+    val_x, val_labels = validation_features(items, f"{task}-val", frontend)
     log(f"validation: {len(items)} windows; noise segments: {len(noises)}; "
         f"speech_other readers: {len(extra)}; extra digit windows: {len(extra_windows)}")
     return {
@@ -555,8 +557,10 @@ def _prepare(task: str, data_dir: Path, opts: TrainOptions, log) -> dict[str, An
 
 
 def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch of augmented features and targets."""
+                rng: np.random.Generator, features=clip_features
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch of augmented ``features`` (of the windows, [N, 16000] -> [N, T, F]),
+    targets and the augmented windows themselves."""
     classes = data["classes"]
     unk, sil = classes.index(ds.UNKNOWN_LABEL), classes.index(ds.SILENCE_LABEL)
     keep = np.arange(len(data["labels"]))
@@ -587,7 +591,7 @@ def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
     waves += [aug.silence() for _ in range(n_sil)]
     targets += [sil] * n_sil
     waves_arr = np.stack(waves)
-    return clip_features(waves_arr), np.array(targets, np.int64), waves_arr
+    return features(waves_arr), np.array(targets, np.int64), waves_arr
 
 
 class _Teacher:
@@ -896,22 +900,14 @@ def train(
 
 def _model_card(name, task, data_dir, opts, cfg, classes, data, acc, per_class, onnx_path,
                 seconds, qat_info) -> dict[str, Any]:
-    import torch
-
     macs, params = count_macs_params(cfg)
-    fe = get_frontend_config(FRONTEND_NAME)
-    return {
-        "name": name,
-        "task": task,
-        "classes": list(classes),
-        "frontend": fe.to_dict(),
-        "sample_rate_hz": fe.sample_rate_hz,
-        "window_frames": cfg.n_frames,
-        "window_samples": WINDOW_SAMPLES,
-        "input": {"name": "features", "shape": [1, 1, cfg.n_frames, cfg.n_features],
-                  "layout": "NCHW, H = time frames (oldest first), W = feature bins"},
-        "output": {"name": "probs", "shape": [1, len(classes)], "what": "softmax probabilities"},
-        "architecture": {
+    return model_card(
+        name, task, data_dir, opts, classes, data, acc, per_class, onnx_path, seconds,
+        frontend=FRONTEND_NAME,
+        input_spec={"name": "features", "shape": [1, 1, cfg.n_frames, cfg.n_features],
+                    "layout": "NCHW, H = time frames (oldest first), W = feature bins"},
+        output_name="probs",
+        architecture={
             "family": "TC-DS (full-frequency conv, then depthwise-separable temporal convs)",
             **cfg.to_dict(),
             "receptive_field_frames": cfg.receptive_field_frames,
@@ -920,51 +916,74 @@ def _model_card(name, task, data_dir, opts, cfg, classes, data, acc, per_class, 
             "lookahead_frames": 0,
             "time_padding": "none (valid convolutions; incremental mode equals window mode)",
         },
-        "macs": macs,
-        "params": params,
-        "onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
-        "validation": validation_record(data_dir, data["val_items"], acc, per_class, fe.name),
-        "data": _data_description(task),
-        "training": {
-            **opts.to_dict(),
-            "train_windows_per_epoch_base": len(data["train_clips"]),
-            "seconds": round(seconds, 1),
-            "torch": torch.__version__,
-            "qat": qat_info,
-            "command": f"python -m voxquant.models.train --task {task} --data DATA "
-                       f"--out OUT --epochs {opts.epochs} --seed {opts.seed}"
-                       + (" --qat" if opts.qat else "")
-                       + "".join(f" --set {k}={v}" for k, v in _overrides(opts).items()),
-        },
-    }
+        macs=macs, params=params,
+        command=f"python -m voxquant.models.train --task {task} --data DATA "
+                f"--out OUT --epochs {opts.epochs} --seed {opts.seed}"
+                + (" --qat" if opts.qat else "")
+                + "".join(f" --set {k}={v}" for k, v in _overrides(opts).items()),
+        qat=qat_info)
 
 
-def validation_record(data_dir: Path, val_items: Sequence[EvalItem], acc: float,
-                      per_class: dict, frontend: str) -> dict[str, Any]:
-    """The model card's ``validation`` entry: the accuracy and what it was measured on
-    (the split, its speakers and a digest of the items, so a test can rebuild it)."""
+def model_card(name: str, task: str, data_dir: Path, opts: TrainOptions,
+               classes: Sequence[str], data: dict[str, Any], acc: float, per_class: dict,
+               onnx_path: Path, seconds: float, *, frontend: str, input_spec: dict,
+               output_name: str, architecture: dict, macs: int, params: int, command: str,
+               **training: Any) -> dict[str, Any]:
+    """A model card (the JSON beside ``NAME.onnx``, :mod:`voxquant.models.cards`) of a
+    trained or fine-tuned 1 s window model: what it is, the front end of its input, its
+    validation accuracy and what it was measured on, and how it was made (``command``;
+    ``training`` adds entries to that block)."""
+    import torch
+
+    fe = get_frontend_config(frontend)
+    val_items: Sequence[EvalItem] = data["val_items"]
     speakers = sorted({it.clip.speaker for it in val_items if it.label != ds.SILENCE_LABEL})
     listing = "\n".join(
         f"{it.clip.path.relative_to(data_dir)}\t{it.clip.offset_samples}\t{it.clip.num_samples}"
         f"\t{it.label}" for it in val_items
     )
     return {
-        "accuracy": acc,
-        "per_class": per_class,
-        "n_windows": len(val_items),
-        "evaluated_with": "onnxruntime fp32, batch 1, features of voxquant.stream.frontend "
-                          f"(config {frontend!r}) on each 1 s window (fix_length: end-padded)",
-        "split": {
-            "function": "voxquant.models.train.validation_set",
-            "words": f"datasets.speaker_split(validation_fraction={VALIDATION_FRACTION}, "
-                     f"seed={SPLIT_SEED}): speaker-disjoint from training",
-            "silence": f"1 s windows every {VALIDATION_SILENCE_HOP_S} s of the last "
-                       f"{NOISE_TEST_FRACTION:.0%} of each noise recording "
-                       "(datasets.split_noise_by_time), native level; training used only "
-                       "the first part of each recording",
-            "n_speakers": len(speakers),
-            "speakers": speakers,
-            "items_sha1": hashlib.sha1(listing.encode()).hexdigest(),
+        "name": name,
+        "task": task,
+        "classes": list(classes),
+        "frontend": fe.to_dict(),
+        "sample_rate_hz": fe.sample_rate_hz,
+        "window_frames": fe.frames_for(WINDOW_SAMPLES),
+        "window_samples": WINDOW_SAMPLES,
+        "input": input_spec,
+        "output": {"name": output_name, "shape": [1, len(classes)],
+                   "what": "softmax probabilities"},
+        "architecture": architecture,
+        "macs": macs,
+        "params": params,
+        "onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
+        "validation": {
+            "accuracy": acc,
+            "per_class": per_class,
+            "n_windows": len(val_items),
+            "evaluated_with": "onnxruntime fp32, batch 1, features of voxquant.stream.frontend "
+                              f"(config {frontend!r}) on each 1 s window (fix_length: end-padded)",
+            "split": {
+                "function": "voxquant.models.train.validation_set",
+                "words": f"datasets.speaker_split(validation_fraction={VALIDATION_FRACTION}, "
+                         f"seed={SPLIT_SEED}): speaker-disjoint from training",
+                "silence": f"1 s windows every {VALIDATION_SILENCE_HOP_S} s of the last "
+                           f"{NOISE_TEST_FRACTION:.0%} of each noise recording "
+                           "(datasets.split_noise_by_time), native level; training used only "
+                           "the first part of each recording",
+                "n_speakers": len(speakers),
+                "speakers": speakers,
+                "items_sha1": hashlib.sha1(listing.encode()).hexdigest(),
+            },
+        },
+        "data": _data_description(task),
+        "training": {
+            **opts.to_dict(),
+            "train_windows_per_epoch_base": len(data["train_clips"]),
+            "seconds": round(seconds, 1),
+            "torch": torch.__version__,
+            **training,
+            "command": command,
         },
     }
 
@@ -1030,15 +1049,21 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(run: Callable[[], Any]) -> int:
+    """Exit status of a training command: 0, or 2 with the error on stderr when an option
+    is wrong or the data is missing (``train`` and ``finetune`` modules' ``main``)."""
     try:
-        train(args.task, args.data, args.out, args.epochs, args.seed, args.qat,
-              name=args.name, **_parse_overrides(args.set))
+        run()
     except (ConfigError, DataNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: train(args.task, args.data, args.out, args.epochs, args.seed,
+                                     args.qat, name=args.name, **_parse_overrides(args.set)))
 
 
 if __name__ == "__main__":

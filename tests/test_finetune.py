@@ -37,7 +37,7 @@ def _ort_probs(path: Path, feats: np.ndarray) -> np.ndarray:
 def _torch_probs(module, feats: np.ndarray) -> np.ndarray:
     module.eval()
     with torch.no_grad():
-        return torch.softmax(module(torch.from_numpy(feats)), dim=1).numpy()
+        return torch.softmax(module(torch.from_numpy(feats[:, None])), dim=1).numpy()
 
 
 def _features(n: int, seed: int) -> np.ndarray:
