@@ -7,9 +7,11 @@ with held-out real noise at 20/10/5/0 dB SNR, for fp32, int8 static with each
 calibration (min/max, percentile, entropy, percentile on a hard-sample set:
 training clips plus the same clips mixed with training noise at -5..5 dB,
 weighted x2), int8 dynamic (per-window scales), int16, and fp32 / int8 of a
-second model of the same task given with ``--compare`` (for the QAT-vs-PTQ
-comparison: the same training run with or without quantization-aware
-fine-tuning; rows are named from its card). Latency comes from the engine
+second model of the same task given with ``--compare`` (repeatable: for the
+QAT-vs-PTQ comparison, the same training run with or without
+quantization-aware fine-tuning; for the front-end comparison, the same run on
+another front end, fed the same noisy audio through its own front end; rows are
+named from its card). Latency comes from the engine
 benchmark's JSON, size from
 the file. Single process; every figure measured when the script runs.
 
@@ -70,7 +72,7 @@ def accuracy(model, windows: dict, labels, class_names) -> dict:
             for k, ws in windows.items()}
 
 
-def variants_for(path, card_windows_fn, other_path=None):
+def variants_for(path, card_windows_fn):
     """(variant name, configured engine Model) pairs."""
     from voxquant.engine import load
 
@@ -90,15 +92,19 @@ def variants_for(path, card_windows_fn, other_path=None):
         m.calibrate(card_windows_fn(hard), method=method)
         m.set_precision("int8")
         yield name, m
-    if other_path:
-        tag = _qat_tag(other_path)
-        m = load(other_path)
-        m.set_precision("fp32")
-        yield f"fp32 {tag}", m
-        m = load(other_path)
-        m.set_precision("int8")
-        m.set_quantization("exact")
-        yield f"int8 dynamic {tag}", m
+
+
+def compared_variants(path):
+    """fp32 and int8 dynamic of a compared model."""
+    from voxquant.engine import load
+
+    m = load(path)
+    m.set_precision("fp32")
+    yield "fp32", m
+    m = load(path)
+    m.set_precision("int8")
+    m.set_quantization("exact")
+    yield "int8 dynamic", m
 
 
 def card_eval_set(card):
@@ -121,7 +127,7 @@ def card_eval_set(card):
         noises=noises)
 
 
-def evaluate_shipped(name: str, other_path) -> dict:
+def evaluate_shipped(name: str, other_paths: list[str]) -> dict:
     from voxquant.models.calibrate import calibration_windows
     from voxquant.models.cards import resolve_model
 
@@ -136,23 +142,36 @@ def evaluate_shipped(name: str, other_path) -> dict:
         return calib_cache[hard]
 
     rows = {}
-    for variant, model in variants_for(card.model_path, calib, other_path):
+    for variant, model in variants_for(card.model_path, calib):
         rows[variant] = accuracy(model, windows, evalset.labels, list(card.labels))
     sensitivity, mixed = sensitivity_analysis(card, windows, evalset.labels)
     rows["mixed (2 most sensitive layers int16, rest int8 dynamic)"] = mixed
+    for other in other_paths:
+        other_card = resolve_model(other)
+        other_windows = windows if other_card.frontend == card.frontend else windows_for(
+            evalset, other_card.frontend, other_card.window_frames)  # the same noisy audio
+        tag = _compare_tag(other, card)
+        for variant, model in compared_variants(other):
+            rows[f"{variant} {tag}"] = accuracy(model, other_windows, evalset.labels,
+                                                list(card.labels))
     return {"model": name, "data": evalset.description, "clips": len(evalset.labels),
             "size_kb": card.model_path.stat().st_size / 1024, "variants": rows,
             "sensitivity": sensitivity,
             "note": f"the model card records {100 * card.raw['validation']['accuracy']:.2f}% "
                     "(onnxruntime fp32) on the same clean windows"
                     + f"; this model: {_qat_summary(card.model_path)}"
-                    + (f"; compared model ({_qat_tag(other_path)}): {_qat_summary(other_path)}"
-                       if other_path else "")}
+                    + "".join(f"; compared model ({_compare_tag(other, card)}): "
+                              f"{_qat_summary(other)}" for other in other_paths)}
 
 
-def _qat_tag(path) -> str:
+def _compare_tag(path, shipped) -> str:
+    """How a compared model differs: QAT or not, and its front end if not the shipped one's."""
     card = json.loads(Path(path).with_suffix(".json").read_text())
-    return "after QAT" if card["training"].get("qat") else "without QAT (PTQ only)"
+    tag = "after QAT" if card["training"].get("qat") else "without QAT (PTQ only)"
+    frontend = card.get("frontend", {})
+    if isinstance(frontend, dict) and frontend.get("name") != shipped.frontend.name:
+        tag += f", front end `{frontend.get('name')}`"
+    return tag
 
 
 def _qat_summary(path) -> str:
@@ -234,9 +253,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", dest="json_out")
     p.add_argument("--markdown", dest="md_out")
     args = p.parse_args(argv)
-    other = dict(item.split("=", 1) for item in args.compare)
+    other: dict[str, list[str]] = {}
+    for item in args.compare:
+        name, path = item.split("=", 1)
+        other.setdefault(name, []).append(path)
     t0 = time.perf_counter()
-    results = [evaluate_shipped(n, other.get(n)) for n in shipped_models()]
+    results = [evaluate_shipped(n, other.get(n, [])) for n in shipped_models()]
     mlperf = evaluate_mlperf(args.max_clips)
     if mlperf:
         results.append(mlperf)
@@ -259,8 +281,8 @@ Written by `benchmarks/accuracy.py` (do not edit by hand); {doc['seconds']} s to
 {m['cpu']}; commit {m['commit']}.
 
 Reproduce: `python benchmarks/engine.py --json engine.json && python benchmarks/accuracy.py
---engine-json engine.json [--compare kws12=OTHER.onnx] --json accuracy.json --markdown
-docs/accuracy.md` (the compared model is made by the training command given below).
+--engine-json engine.json [--compare kws12=OTHER.onnx ...] --json accuracy.json --markdown
+docs/accuracy.md` (each compared model is made by the training command given below).
 
 Top-1 accuracy on validation speakers never seen in training (for the shipped models, the
 model card's own validation set; for MLPerf, a speaker-disjoint split of the slice), clean

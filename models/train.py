@@ -49,7 +49,7 @@ from voxquant.errors import ConfigError, DataNotFoundError
 from voxquant.models import datasets as ds
 from voxquant.models.architectures import TCNConfig, count_macs_params
 from voxquant.paths import shared_data_dir
-from voxquant.stream.frontend import compute_features, get_frontend_config
+from voxquant.stream.frontend import StreamingFrontEnd, compute_features, get_frontend_config
 
 __all__ = [
     "TrainOptions",
@@ -58,6 +58,7 @@ __all__ = [
     "validation_set",
     "clip_features",
     "mlperf_clip_features",
+    "window_features",
     "evaluate_onnx",
     "train",
     "main",
@@ -66,6 +67,8 @@ __all__ = [
 SAMPLE_RATE_HZ = 16000
 WINDOW_SAMPLES = 16000  # 1 s: 49 frames of the "kws" front end
 FRONTEND_NAME = "kws"
+#: Front ends a TC-DS model can be trained on (``TrainOptions.frontend``).
+TRAIN_FRONTENDS = ("kws", "kws-pcen")
 CACHE_DIR = Path("/tmp/voxquant_train_cache")
 
 #: Validation for Speech Commands-based tasks: share of speakers held out.
@@ -119,6 +122,9 @@ class TrainOptions:
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     synthetic_per_word: int = 0
+    #: The feature front end (:data:`TRAIN_FRONTENDS`): ``"kws"`` (log-mel) or
+    #: ``"kws-pcen"`` (per-channel energy normalization, more robust to noise).
+    frontend: str = FRONTEND_NAME
     threads: int = 2
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,21 +252,30 @@ def validation_set(task: str, data_dir: Path | None = None) -> list[EvalItem]:
     return items
 
 
-def clip_features(audios: np.ndarray) -> np.ndarray:
-    """Front-end features of a batch of 1 s windows, [N, 16000] -> [N, 49, 40].
+def clip_features(audios: np.ndarray, frontend: str = FRONTEND_NAME) -> np.ndarray:
+    """Front-end features of a batch of 1 s windows, [N, 16000] -> [N, 49, 40], each
+    window as :func:`~voxquant.stream.frontend.compute_features` gives it alone.
 
-    The windows are fed to ``compute_features`` as ONE concatenated recording
+    A stateless (log-mel) front end gets the windows as ONE concatenated recording
     (one call, fast); because 16000 samples are exactly 50 hops, frames
     ``50 i .. 50 i + 48`` are exactly the 49 frames of window ``i`` alone (the
     front end is chunk-invariant bit for bit) and frame ``50 i + 49``, which
-    straddles two windows, is dropped.
+    straddles two windows, is dropped. PCEN carries state from frame to frame, so
+    there every window restarts the front end.
     """
-    cfg = get_frontend_config(FRONTEND_NAME)
+    cfg = get_frontend_config(frontend)
     audios = np.ascontiguousarray(audios, dtype=np.float32)
     n = audios.shape[0]
     hops = WINDOW_SAMPLES // cfg.hop_samples
     assert hops * cfg.hop_samples == WINDOW_SAMPLES
     frames_per_window = cfg.frames_for(WINDOW_SAMPLES)
+    if cfg.compression != "log":
+        front = StreamingFrontEnd(cfg)
+        out = np.empty((n, frames_per_window, cfg.n_features), np.float32)
+        for window, rows in zip(audios, out):
+            front.reset()
+            front.push_into(window, rows)
+        return out
     feats = compute_features(audios.reshape(-1), cfg)
     full = np.zeros((n * hops, cfg.n_features), np.float32)
     full[: feats.shape[0]] = feats
@@ -322,14 +337,22 @@ def validation_features(
 ) -> tuple[np.ndarray, list[str]]:
     """Features and labels of validation items (decoded audio cached).
 
-    ``frontend`` is the model card's: ``"kws"`` gives [N, 49, 40]
+    ``frontend`` is the model card's: ``"kws"`` or ``"kws-pcen"`` give [N, 49, 40]
     (:func:`clip_features`), ``"mlperf"`` [N, 49, 10] (:func:`mlperf_clip_features`).
     """
-    windows = {"kws": clip_features, "mlperf": mlperf_clip_features}
-    if frontend not in windows:
-        raise ConfigError(f"no validation features for front end {frontend!r}")
     audios = _load_windows([it.clip for it in items], tag)
-    return windows[frontend](audios), [it.label for it in items]
+    return window_features(audios, frontend), [it.label for it in items]
+
+
+def window_features(audios: np.ndarray, frontend: str) -> np.ndarray:
+    """Features of 1 s windows [N, 16000] through the front end a model was trained
+    with (:func:`clip_features`, or :func:`mlperf_clip_features` for ``"mlperf"``)."""
+    if frontend == "mlperf":
+        return mlperf_clip_features(audios)
+    if frontend not in TRAIN_FRONTENDS:
+        raise ConfigError(f"no window features for front end {frontend!r}; "
+                          f"known: {', '.join(TRAIN_FRONTENDS)}, mlperf")
+    return clip_features(audios, frontend)
 
 
 # --- evaluation with onnxruntime ------------------------------------------------------------------
@@ -543,6 +566,7 @@ def _prepare(task: str, data_dir: Path, opts: TrainOptions, log,
     log(f"validation: {len(items)} windows; noise segments: {len(noises)}; "
         f"speech_other readers: {len(extra)}; extra digit windows: {len(extra_windows)}")
     return {
+        "frontend": frontend,
         "classes": classes,
         "train_clips": train_clips,
         "audio": audio,
@@ -557,10 +581,11 @@ def _prepare(task: str, data_dir: Path, opts: TrainOptions, log,
 
 
 def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
-                rng: np.random.Generator, features=clip_features
+                rng: np.random.Generator, features=None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch of augmented ``features`` (of the windows, [N, 16000] -> [N, T, F]),
-    targets and the augmented windows themselves."""
+    """One epoch of augmented ``features`` (of the windows, [N, 16000] -> [N, T, F];
+    default: the run's front end, :func:`window_features`), targets and the augmented
+    windows themselves."""
     classes = data["classes"]
     unk, sil = classes.index(ds.UNKNOWN_LABEL), classes.index(ds.SILENCE_LABEL)
     keep = np.arange(len(data["labels"]))
@@ -591,7 +616,9 @@ def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
     waves += [aug.silence() for _ in range(n_sil)]
     targets += [sil] * n_sil
     waves_arr = np.stack(waves)
-    return features(waves_arr), np.array(targets, np.int64), waves_arr
+    feats = (features(waves_arr) if features is not None
+             else window_features(waves_arr, data["frontend"]))
+    return feats, np.array(targets, np.int64), waves_arr
 
 
 class _Teacher:
@@ -807,7 +834,10 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     started = time.time()
 
-    data = _prepare(task, data_dir, opts, log)
+    if opts.frontend not in TRAIN_FRONTENDS:
+        raise ConfigError(f"frontend {opts.frontend!r}: a TC-DS model trains on "
+                          f"{', '.join(TRAIN_FRONTENDS)}")
+    data = _prepare(task, data_dir, opts, log, opts.frontend)
     classes = data["classes"]
     cfg = TCNConfig(
         n_classes=len(classes), channels=opts.channels, first_kernel=opts.first_kernel,
@@ -816,7 +846,7 @@ def train(
     from voxquant.models.architectures import build_model
 
     model = build_model(cfg)
-    base = clip_features(data["audio"][: min(2000, len(data["audio"]))])
+    base = clip_features(data["audio"][: min(2000, len(data["audio"]))], opts.frontend)
     model.feat_mean.copy_(torch.from_numpy(base.mean(axis=(0, 1))))
     model.feat_std.copy_(torch.from_numpy(base.std(axis=(0, 1)) + 1e-3))
     aug = _Augmenter(opts, data["noises"], rng)
@@ -903,7 +933,7 @@ def _model_card(name, task, data_dir, opts, cfg, classes, data, acc, per_class, 
     macs, params = count_macs_params(cfg)
     return model_card(
         name, task, data_dir, opts, classes, data, acc, per_class, onnx_path, seconds,
-        frontend=FRONTEND_NAME,
+        frontend=opts.frontend,
         input_spec={"name": "features", "shape": [1, 1, cfg.n_frames, cfg.n_features],
                     "layout": "NCHW, H = time frames (oldest first), W = feature bins"},
         output_name="probs",

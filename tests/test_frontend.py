@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def feed_in_chunks(config: str, audio: np.ndarray, sizes: list[int]) -> np.ndarr
     return np.concatenate(out)
 
 
-@pytest.mark.parametrize("config", ["kws", "mlperf"])
+@pytest.mark.parametrize("config", ["kws", "kws-pcen", "mlperf"])
 @pytest.mark.parametrize("chunk", [1, 7, 160, 319, 320, 321, 480, 1000, 16000, 100000])
 def test_chunked_features_equal_whole_recording_bit_for_bit(config, chunk):
     cfg = get_frontend_config(config)
@@ -52,6 +53,83 @@ def test_chunked_features_equal_whole_recording_bit_for_bit(config, chunk):
     assert whole.shape == (cfg.frames_for(AUDIO.size), cfg.n_features)
     assert chunked.dtype == np.float32
     np.testing.assert_array_equal(chunked, whole)
+
+
+def _mel_energies(audio: np.ndarray) -> np.ndarray:
+    """Mel energies [40, frames] of the "kws" front end, computed plainly with numpy and
+    librosa: 480-sample periodic-Hann frames every 320 samples, 512-point power spectrum,
+    librosa's Slaney mel filters over 20-7600 Hz."""
+    import librosa
+    import scipy.signal
+
+    n = (audio.size - 480) // 320 + 1
+    frames = np.stack([audio[t * 320 : t * 320 + 480] for t in range(n)]).astype(np.float64)
+    power = np.abs(np.fft.rfft(frames * scipy.signal.get_window("hann", 480), 512)) ** 2
+    mel = librosa.filters.mel(sr=16000, n_fft=512, n_mels=40, fmin=20.0, fmax=7600.0)
+    return (power @ mel.T.astype(np.float64)).T
+
+
+def test_pcen_equals_librosa_pcen_started_at_the_first_frame():
+    import librosa
+
+    cfg = get_frontend_config("kws-pcen")
+    energies = _mel_energies(AUDIO)
+    np.testing.assert_allclose(compute_features(AUDIO, "kws"), np.log(energies.T + 1e-6),
+                               atol=2e-5)  # the reference is the "kws" front end's
+    b = cfg.pcen_smoothing
+    expected = librosa.pcen(energies, sr=16000, hop_length=320, gain=0.98, bias=2.0,
+                            power=0.5, time_constant=0.4, eps=cfg.pcen_eps,
+                            zi=(1 - b) * energies[:, :1], axis=-1).T
+    got = compute_features(AUDIO, cfg)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pcen_takes_out_the_recording_level_and_stationary_noise():
+    """What PCEN is for: the same sound 40 dB quieter gives nearly the same features
+    (gain 0.98 leaves 2% of the level: E / M ** 0.98 scales by 1e-4 ** 0.02 = 0.83, while
+    the log front end shifts every band by log(1e4) = 9.2), and after its time constant a
+    stationary noise settles to the same small value in every band."""
+    loud = compute_features(AUDIO, "kws-pcen")
+    quiet = compute_features(AUDIO * np.float32(0.01), "kws-pcen")
+    assert np.abs(loud - quiet).max() < 0.2 * np.abs(loud).max()
+    assert np.abs(quiet).max() > 1.0  # not flattened to nothing
+    import scipy.signal
+
+    white = 0.02 * np.random.default_rng(5).standard_normal(3 * 16000)
+    noise = scipy.signal.lfilter([1.0], [1.0, -0.95], white).astype(np.float32)  # low-pass
+    settled = compute_features(noise, "kws-pcen")[100:]  # after 2 s, 5 time constants
+    assert np.ptp(np.median(settled, axis=0)) < 0.15
+    log_settled = compute_features(noise, "kws")[100:]
+    assert np.ptp(np.median(log_settled, axis=0)) > 3.0  # the log keeps the noise's tilt
+
+
+def test_pcen_smoother_restarts_on_reset():
+    frontend = StreamingFrontEnd("kws-pcen")
+    frontend.push(AUDIO[:16000] * np.float32(3.0))
+    frontend.reset()
+    np.testing.assert_array_equal(frontend.push(AUDIO), compute_features(AUDIO, "kws-pcen"))
+
+
+def test_pcen_carries_the_background_before_a_sound_and_then_forgets_it():
+    """In a stream the smoother holds the audio before a word: the same sound after a loud
+    and after a quiet noise bed starts with different features, which agree again once
+    the bed is several time constants (0.4 s) in the past."""
+    bed = np.random.default_rng(3).standard_normal(32000).astype(np.float32)  # 100 hops
+    after_loud = compute_features(np.concatenate([0.3 * bed, AUDIO]), "kws-pcen")[100:]
+    after_quiet = compute_features(np.concatenate([0.003 * bed, AUDIO]), "kws-pcen")[100:]
+    assert np.abs(after_loud[:5] - after_quiet[:5]).max() > 1.0
+    np.testing.assert_allclose(after_loud[-20:], after_quiet[-20:], atol=0.02)  # 3 s later
+
+
+@pytest.mark.parametrize("bad", [{"compression": "cube-root"},
+                                 {"compression": "pcen", "n_mfcc": 10},
+                                 {"compression": "pcen", "pcen_time_constant_s": 0.0}])
+def test_unusable_compression_is_refused(bad):
+    with pytest.raises(ConfigError, match="front end"):
+        get_frontend_config({"name": "mine", **bad})
+    with pytest.raises(ConfigError, match="front end"):
+        StreamingFrontEnd(replace(get_frontend_config("kws"), **bad))
 
 
 @settings(max_examples=40, deadline=None)
