@@ -36,7 +36,8 @@ Three configurations ship (:func:`get_frontend_config`):
     stationary background and the recording level, then root-compressed. The
     average is state: in a stream it carries over from the audio before the
     word, for a clip it starts at the clip's first frame (:func:`compute_features`).
-    Measured to make the kws12 recipe more robust to noise (docs/training.md).
+    A training option (``--set frontend=kws-pcen``); what it did for kws12 is in
+    docs/training.md.
 """
 
 from __future__ import annotations
