@@ -150,3 +150,13 @@ def test_sequence_windows_show_items_at_stream_positions() -> None:
     assert cut_at_start > 10 and cut_at_end > 10 and two_words > 10
     again = _sequence_windows(items, 400, np.random.default_rng(0))
     assert all(np.array_equal(a, b) for a, b in zip(windows, again))
+
+
+def test_train_refuses_a_front_end_it_cannot_train_on(tmp_path) -> None:
+    from voxquant.errors import ConfigError
+    from voxquant.models.train import train
+
+    pytest.importorskip("torch")
+    with pytest.raises(ConfigError, match="frontend 'mlperf'.*kws, kws-pcen"):
+        train("kws12", tmp_path, tmp_path, epochs=1, frontend="mlperf")
+    assert not list(tmp_path.iterdir())  # refused before anything was written
