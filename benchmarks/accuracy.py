@@ -76,13 +76,7 @@ def variants_for(path, card_windows_fn):
     """(variant name, configured engine Model) pairs."""
     from voxquant.engine import load
 
-    m = load(path)
-    m.set_precision("fp32")
-    yield "fp32", m
-    m = load(path)
-    m.set_precision("int8")
-    m.set_quantization("exact")
-    yield "int8 dynamic", m
+    yield from plain_variants(path)
     m = load(path)
     m.set_precision("int16")
     m.set_quantization("exact")
@@ -94,8 +88,8 @@ def variants_for(path, card_windows_fn):
         yield name, m
 
 
-def compared_variants(path):
-    """fp32 and int8 dynamic of a compared model."""
+def plain_variants(path):
+    """fp32 and int8 dynamic of a model: every model's first rows, a compared model's only."""
     from voxquant.engine import load
 
     m = load(path)
@@ -151,7 +145,7 @@ def evaluate_shipped(name: str, other_paths: list[str]) -> dict:
         other_windows = windows if other_card.frontend == card.frontend else windows_for(
             evalset, other_card.frontend, other_card.window_frames)  # the same noisy audio
         tag = _compare_tag(other, card)
-        for variant, model in compared_variants(other):
+        for variant, model in plain_variants(other):
             rows[f"{variant} {tag}"] = accuracy(model, other_windows, evalset.labels,
                                                 list(card.labels))
     return {"model": name, "data": evalset.description, "clips": len(evalset.labels),

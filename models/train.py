@@ -122,8 +122,8 @@ class TrainOptions:
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     synthetic_per_word: int = 0
-    #: The feature front end (:data:`TRAIN_FRONTENDS`): ``"kws"`` (log-mel) or
-    #: ``"kws-pcen"`` (per-channel energy normalization, more robust to noise).
+    #: The feature front end (:data:`TRAIN_FRONTENDS`): ``"kws"`` (log-mel) or ``"kws-pcen"``
+    #: (per-channel energy normalization; what it did for kws12: docs/training.md).
     frontend: str = FRONTEND_NAME
     threads: int = 2
 
