@@ -10,8 +10,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def write_tiny_model(folder: Path, labels: tuple[str, ...], seed: int = 0) -> Path:
-    """Write ``tiny.onnx`` (49x40 log-mel -> len(labels) softmax) and ``tiny.json``."""
+def write_tiny_model(folder: Path, labels: tuple[str, ...], seed: int = 0,
+                     frontend: str = "kws") -> Path:
+    """Write ``tiny.onnx`` (49x40 features of ``frontend`` -> len(labels) softmax) and
+    ``tiny.json``."""
     rng = np.random.default_rng(seed)
     n = len(labels)
     w = numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32) * 0.2, "w")
@@ -34,7 +36,7 @@ def write_tiny_model(folder: Path, labels: tuple[str, ...], seed: int = 0) -> Pa
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save(model, folder / "tiny.onnx")
-    card = {"name": "tiny", "classes": list(labels), "frontend": "kws", "window_frames": 49,
+    card = {"name": "tiny", "classes": list(labels), "frontend": frontend, "window_frames": 49,
             "macs": 1000}
     (folder / "tiny.json").write_text(json.dumps(card))
     return folder / "tiny.onnx"
