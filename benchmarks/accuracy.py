@@ -140,11 +140,12 @@ def evaluate_shipped(name: str, other_paths: list[str]) -> dict:
         rows[variant] = accuracy(model, windows, evalset.labels, list(card.labels))
     sensitivity, mixed = sensitivity_analysis(card, windows, evalset.labels)
     rows["mixed (2 most sensitive layers int16, rest int8 dynamic)"] = mixed
+    tags = {}
     for other in other_paths:
         other_card = resolve_model(other)
         other_windows = windows if other_card.frontend == card.frontend else windows_for(
             evalset, other_card.frontend, other_card.window_frames)  # the same noisy audio
-        tag = _compare_tag(other, card)
+        tag = tags[other] = _compare_tag(other_card, card)
         for variant, model in plain_variants(other):
             rows[f"{variant} {tag}"] = accuracy(model, other_windows, evalset.labels,
                                                 list(card.labels))
@@ -154,17 +155,16 @@ def evaluate_shipped(name: str, other_paths: list[str]) -> dict:
             "note": f"the model card records {100 * card.raw['validation']['accuracy']:.2f}% "
                     "(onnxruntime fp32) on the same clean windows"
                     + f"; this model: {_qat_summary(card.model_path)}"
-                    + "".join(f"; compared model ({_compare_tag(other, card)}): "
-                              f"{_qat_summary(other)}" for other in other_paths)}
+                    + "".join(f"; compared model ({tags[other]}): {_qat_summary(other)}"
+                              for other in other_paths)}
 
 
-def _compare_tag(path, shipped) -> str:
-    """How a compared model differs: QAT or not, and its front end if not the shipped one's."""
-    card = json.loads(Path(path).with_suffix(".json").read_text())
-    tag = "after QAT" if card["training"].get("qat") else "without QAT (PTQ only)"
-    frontend = card.get("frontend", {})
-    if isinstance(frontend, dict) and frontend.get("name") != shipped.frontend.name:
-        tag += f", front end `{frontend.get('name')}`"
+def _compare_tag(other, shipped) -> str:
+    """How a compared model (its card) differs: QAT or not, and its front end if not the
+    shipped one's."""
+    tag = "after QAT" if other.raw["training"].get("qat") else "without QAT (PTQ only)"
+    if other.frontend.name != shipped.frontend.name:
+        tag += f", front end `{other.frontend.name}`"
     return tag
 
 

@@ -198,7 +198,8 @@ def finetune(
         Any :class:`~voxquant.models.train.TrainOptions` field. The augmentation,
         extra ``_unknown_`` speech, learning rate (one-cycle schedule) and
         ``dropout`` (before the dense layer) are used; the TC-DS shape, QAT,
-        distillation and SpecAugment fields are not.
+        distillation, SpecAugment and ``frontend`` fields are not (the features are
+        always the MLPerf front end's).
     """
     import onnx
     import torch
@@ -227,7 +228,7 @@ def finetune(
     sched = None
     for epoch in range(epochs):
         t0 = time.time()
-        x_np, y_np, _ = tr._epoch_data(data, opts, aug, rng, tr.mlperf_clip_features)
+        x_np, y_np, _ = tr._epoch_data(data, opts, aug, rng)  # MLPerf features
         x, y = torch.from_numpy(x_np[:, None]), torch.from_numpy(y_np)
         steps = (len(y) + opts.batch_size - 1) // opts.batch_size
         if sched is None:

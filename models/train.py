@@ -127,6 +127,11 @@ class TrainOptions:
     frontend: str = FRONTEND_NAME
     threads: int = 2
 
+    def __post_init__(self) -> None:
+        if self.frontend not in TRAIN_FRONTENDS:
+            raise ConfigError(f"frontend {self.frontend!r}: a TC-DS model trains on "
+                              f"{', '.join(TRAIN_FRONTENDS)}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -276,10 +281,19 @@ def clip_features(audios: np.ndarray, frontend: str = FRONTEND_NAME) -> np.ndarr
             front.reset()
             front.push_into(window, rows)
         return out
+    return _windows_as_one_recording(audios, cfg)
+
+
+def _windows_as_one_recording(audios: np.ndarray, cfg) -> np.ndarray:
+    """Features of 1 s windows [N, 16000] of a stateless front end ``cfg``, computed in one
+    call over their concatenation: window ``i``'s frames are ``50 i .. 50 i + 48`` (the
+    frame straddling two windows is dropped)."""
+    n = audios.shape[0]
+    hops = WINDOW_SAMPLES // cfg.hop_samples
     feats = compute_features(audios.reshape(-1), cfg)
     full = np.zeros((n * hops, cfg.n_features), np.float32)
     full[: feats.shape[0]] = feats
-    return full.reshape(n, hops, cfg.n_features)[:, :frames_per_window].copy()
+    return full.reshape(n, hops, cfg.n_features)[:, : cfg.frames_for(WINDOW_SAMPLES)].copy()
 
 
 def mlperf_clip_features(audios: np.ndarray) -> np.ndarray:
@@ -293,12 +307,7 @@ def mlperf_clip_features(audios: np.ndarray) -> np.ndarray:
 
     cfg = get_frontend_config("mlperf")
     scaled = np.stack([scale_clip(w, cfg) for w in np.asarray(audios, np.float32)])
-    plain = replace(cfg, clip_peak_scaling=False)  # scaled above, per clip
-    feats = compute_features(scaled.reshape(-1), plain)
-    hops = WINDOW_SAMPLES // cfg.hop_samples
-    full = np.zeros((len(scaled) * hops, cfg.n_features), np.float32)
-    full[: feats.shape[0]] = feats
-    return full.reshape(len(scaled), hops, cfg.n_features)[:, : hops - 1].copy()
+    return _windows_as_one_recording(scaled, replace(cfg, clip_peak_scaling=False))
 
 
 def _cache_key(*parts: Any) -> str:
@@ -581,11 +590,9 @@ def _prepare(task: str, data_dir: Path, opts: TrainOptions, log,
 
 
 def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
-                rng: np.random.Generator, features=None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch of augmented ``features`` (of the windows, [N, 16000] -> [N, T, F];
-    default: the run's front end, :func:`window_features`), targets and the augmented
-    windows themselves."""
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch of augmented features (the run's front end, :func:`window_features`),
+    targets and the augmented windows themselves."""
     classes = data["classes"]
     unk, sil = classes.index(ds.UNKNOWN_LABEL), classes.index(ds.SILENCE_LABEL)
     keep = np.arange(len(data["labels"]))
@@ -616,9 +623,8 @@ def _epoch_data(data: dict[str, Any], opts: TrainOptions, aug: _Augmenter,
     waves += [aug.silence() for _ in range(n_sil)]
     targets += [sil] * n_sil
     waves_arr = np.stack(waves)
-    feats = (features(waves_arr) if features is not None
-             else window_features(waves_arr, data["frontend"]))
-    return feats, np.array(targets, np.int64), waves_arr
+    return (window_features(waves_arr, data["frontend"]), np.array(targets, np.int64),
+            waves_arr)
 
 
 class _Teacher:
@@ -834,9 +840,6 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     started = time.time()
 
-    if opts.frontend not in TRAIN_FRONTENDS:
-        raise ConfigError(f"frontend {opts.frontend!r}: a TC-DS model trains on "
-                          f"{', '.join(TRAIN_FRONTENDS)}")
     data = _prepare(task, data_dir, opts, log, opts.frontend)
     classes = data["classes"]
     cfg = TCNConfig(

@@ -231,7 +231,7 @@ def get_frontend_config(name: str | FrontEndConfig | dict) -> FrontEndConfig:
     A ``dict`` (as stored in a model card) is turned into a config.
     """
     if isinstance(name, FrontEndConfig):
-        return name
+        return _checked(name)
     if isinstance(name, dict):
         try:
             cfg = FrontEndConfig(**name)
@@ -505,7 +505,7 @@ class StreamingFrontEnd:
     """
 
     def __init__(self, config: FrontEndConfig | str = "kws", *, max_block_frames: int = 256):
-        cfg = _checked(get_frontend_config(config))
+        cfg = get_frontend_config(config)
         if cfg.window_samples > cfg.fft_size or cfg.hop_samples <= 0:
             raise ConfigError(f"front end {cfg.name!r}: need hop > 0 and window <= fft_size")
         self.config = cfg
